@@ -1,0 +1,145 @@
+"""MessagingLibrary: Robot Framework keywords to test a real-time AI chat platform over WebSocket.
+
+See the library documentation (``libdoc MessagingLibrary``), DESIGN.md and docs/protocol.md.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from robotlibcore import DynamicCore
+
+from .context import Context, seconds
+from .engine.mock_process import MockProcess
+from .engine.session import Session
+from .keywords import (
+    CheckKeywords,
+    ConnectionKeywords,
+    MockServerKeywords,
+    ReportingKeywords,
+    ResourceKeywords,
+    ResponseKeywords,
+    SendingKeywords,
+    StateKeywords,
+)
+
+__version__ = "0.1.0"
+
+
+class MessagingLibrary(DynamicCore):
+    """Keywords that prove a real-time chat platform keeps its promises under stress.
+
+    = Overview =
+
+    The library talks JSON over WebSocket to the Apex platform or to the built-in mock server
+    (`Start Mock Server`). One background asyncio loop owns every connection; each connection
+    has a reader task that timestamps every frame into a History and routes replies by
+    ``request_id``, so state queries never steal chat replies. Keywords are synchronous and
+    every one has a timeout.
+
+    = Scope of checks =
+
+    Checks and counts look at what happened since the current test started: the History is
+    marked at each test's start. Connections opened in a test are closed when it ends; those
+    opened in a suite setup, and mock servers, when that suite ends.
+
+    = Assertions =
+
+    Measuring keywords return their value and take an optional assertion operator and
+    expected value (robotframework-assertion-engine): ``Get Delivery Ratio    >=    0.95``.
+    Times are seconds and thresholds accept Robot time strings (``500 ms``). Every asserted
+    value is kept for the test's table: call `Log Measurements` in the teardown.
+
+    = Test users =
+
+    Each test acts as its own fresh user (see `Configure Target`); tokens never appear in the
+    log (pass them as Secret variables).
+
+    | *** Settings ***
+    | Library    MessagingLibrary
+    |
+    | *** Test Cases ***
+    | Messages Are Answered In Order
+    |     ${url} =    Start Mock Server
+    |     Configure Target    ${url}    ${APEX_TOKEN}
+    |     Connect
+    |     Send Numbered Messages    20    100 ms
+    |     Wait For Responses    20
+    |     Responses Should Be In Send Order
+    """
+
+    ROBOT_LIBRARY_SCOPE = "GLOBAL"
+    ROBOT_LISTENER_API_VERSION = 3
+    ROBOT_LIBRARY_VERSION = __version__
+
+    def __init__(self, timeout: timedelta = timedelta(seconds=10)) -> None:
+        """``timeout`` is the default for keywords that take one and were not given it."""
+        self.ctx = Context(default_timeout=seconds(timeout) or 10.0)
+        self.ROBOT_LIBRARY_LISTENER = self
+        self._suites: list[str] = []
+        components = [
+            cls(self.ctx)
+            for cls in (
+                MockServerKeywords,
+                ConnectionKeywords,
+                SendingKeywords,
+                ResponseKeywords,
+                StateKeywords,
+                CheckKeywords,
+                ResourceKeywords,
+                ReportingKeywords,
+            )
+        ]
+        super().__init__(components)
+
+    # -- listener: close what each test and suite opened -------------------------------------
+
+    def _start_suite(self, data, result) -> None:
+        self._suites.append(f"suite:{data.id}")
+        self.ctx.scope = self.ctx.suite_scope = self._suites[-1]
+        self.ctx.test_mark = self.ctx.history.mark()
+
+    def _end_suite(self, data, result) -> None:
+        scope = f"suite:{data.id}"
+        self._release(scope)
+        if self._suites and self._suites[-1] == scope:
+            self._suites.pop()
+        self.ctx.scope = self.ctx.suite_scope = self._suites[-1] if self._suites else "library"
+
+    def _start_test(self, data, result) -> None:
+        self.ctx.scope = f"test:{data.id}"
+        self.ctx.test_mark = self.ctx.history.mark()
+        self.ctx.measurements = []
+
+    def _end_test(self, data, result) -> None:
+        self._release(f"test:{data.id}")
+        self.ctx.scope = self.ctx.suite_scope
+        self.ctx.test_mark = self.ctx.history.mark()
+
+    def _close(self) -> None:
+        for owned in list(self.ctx.owners):
+            self._release(owned.scope)
+        self.ctx.loop.stop()
+
+    def _release(self, scope: str) -> None:
+        for owned in [o for o in self.ctx.owners if o.scope == scope]:
+            self.ctx.owners.remove(owned)
+            resource = owned.resource
+            try:
+                if isinstance(resource, Session):
+                    self.ctx.run(resource.close(2.0), 3.0, f"Closing '{resource.alias}'")
+                    if self.ctx.sessions.get(resource.alias) is resource:
+                        del self.ctx.sessions[resource.alias]
+                        if self.ctx.current == resource.alias:
+                            self.ctx.current = next(iter(self.ctx.sessions), None)
+                elif isinstance(resource, MockProcess):
+                    resource.stop()
+            except Exception:  # noqa: BLE001 (cleanup must not fail the run)
+                pass
+
+    # Robot calls listener methods by these names; keep them out of the keyword list.
+    start_suite = _start_suite
+    end_suite = _end_suite
+    start_test = _start_test
+    end_test = _end_test
+    close = _close

@@ -1,0 +1,209 @@
+"""The thin shared context every keyword component gets, and the component base class."""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from assertionengine import AssertionOperator, verify_assertion
+from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
+from robot.utils import is_truthy, timestr_to_secs
+
+from .engine.history import History
+from .engine.loop import LoopThread
+from .engine.session import Session, SessionError
+
+
+class UserStrategy(enum.Enum):
+    """How a test gets its own fresh user (see docs/protocol.md, "Test users")."""
+
+    derive = "derive"
+    auth_url = "auth_url"
+    fixed = "fixed"
+
+
+@dataclass
+class Target:
+    """Where the suites connect, and as whom. Tokens are kept out of every log line."""
+
+    url: str | None = None
+    token: str | None = None
+    admin_token: str | None = None
+    strategy: UserStrategy = UserStrategy.derive
+    auth_url: str | None = None
+    name: str = "unset"
+
+
+@dataclass
+class Measurement:
+    """One measured value, what it was checked against, and whether it passed."""
+
+    name: str
+    value: Any
+    unit: str = ""
+    operator: str = ""
+    expected: Any = None
+    passed: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "operator": self.operator,
+            "threshold": self.expected,
+            "passed": self.passed,
+        }
+
+
+@dataclass
+class Owned:
+    """A resource and the scope (a test, or a suite by its id) that must close it."""
+
+    scope: str
+    resource: Any
+
+
+@dataclass
+class Context:
+    """State shared by the keyword components. Kept deliberately small."""
+
+    loop: LoopThread = field(default_factory=LoopThread)
+    history: History = field(default_factory=History)
+    sessions: dict[str, Session] = field(default_factory=dict)
+    current: str | None = None
+    target: Target = field(default_factory=Target)
+    measurements: list[Measurement] = field(default_factory=list)
+    owners: list[Owned] = field(default_factory=list)
+    scope: str = "library"
+    suite_scope: str = "library"
+    test_mark: int = 0
+    default_timeout: float = 10.0
+    last_send: dict[str, Any] | None = None
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def next_id(self) -> int:
+        """A number unique within this library instance (for generated message ids)."""
+        return next(self._ids)
+
+    # -- connections -------------------------------------------------------------------------
+
+    def session(self, alias: str | None = None) -> Session:
+        alias = alias or self.current
+        if alias is None:
+            raise RuntimeError("No connection is open: use 'Connect' first.")
+        try:
+            return self.sessions[alias]
+        except KeyError:
+            known = ", ".join(sorted(self.sessions)) or "none"
+            raise RuntimeError(f"No connection with alias '{alias}' (open connections: {known}).") from None
+
+    def run(self, coro, timeout: float | None, what: str) -> Any:
+        """Run a coroutine on the loop thread; the outer limit is ``timeout`` plus a margin."""
+        limit = None if timeout is None else timeout + 2.0
+        return self.loop.run(coro, limit, what)
+
+    def own(self, resource: Any) -> None:
+        self.owners.append(Owned(self.scope, resource))
+
+    # -- measurements ------------------------------------------------------------------------
+
+    def check(
+        self,
+        name: str,
+        value: Any,
+        operator: AssertionOperator | None,
+        expected: Any,
+        unit: str = "",
+        message: str = "",
+    ) -> Any:
+        """Record ``value`` and, when an operator is given, assert it against ``expected``.
+
+        The row (measured, operator, threshold, passed) is kept for the test's measurement
+        table whether the assertion passes or fails. ``expected`` is converted to the type of
+        ``value``: a Robot time string (``500 ms``) when the unit is seconds.
+        """
+        row = Measurement(name, value, unit)
+        self.measurements.append(row)
+        if operator is None:
+            if expected not in (None, ""):
+                raise ValueError(f"'{name}': an expected value needs an assertion operator (for example '<=').")
+            return value
+        converted = coerce_expected(expected, value, unit, operator)
+        row.operator, row.expected = operator.value, converted
+        try:
+            verify_assertion(
+                value,
+                operator,
+                converted,
+                message,
+                custom_message=f"{name} was {format_value(value, unit)}, expected {operator.value} "
+                f"{format_value(converted, unit)}{'. ' + message if message else ''}",
+            )
+        except AssertionError:
+            row.passed = False
+            raise
+        row.passed = True
+        return value
+
+    # -- Robot environment -------------------------------------------------------------------
+
+    @staticmethod
+    def output_dir() -> Path:
+        try:
+            return Path(BuiltIn().get_variable_value("${OUTPUT DIR}"))
+        except RobotNotRunningError:
+            return Path.cwd() / "results"
+
+
+def seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def coerce_expected(expected: Any, value: Any, unit: str, operator: AssertionOperator) -> Any:
+    """Convert an expected value from Robot data to the measured value's type."""
+    if operator in (AssertionOperator["validate"], AssertionOperator["then"]):
+        return str(expected)
+    if isinstance(value, bool):
+        return expected if isinstance(expected, bool) else is_truthy(expected)
+    if isinstance(value, (int, float)):
+        if isinstance(expected, (int, float)) and not isinstance(expected, bool):
+            return expected
+        text = str(expected).strip()
+        if unit == "s":
+            return timestr_to_secs(text)
+        try:
+            number = float(text)
+        except ValueError:
+            raise ValueError(f"Expected a number to compare with, got '{expected}'.") from None
+        return int(number) if isinstance(value, int) and number.is_integer() else number
+    if value is None and isinstance(expected, str) and expected.strip().lower() in ("none", "null", "${none}"):
+        return None
+    return expected
+
+
+def format_value(value: Any, unit: str) -> str:
+    if isinstance(value, float):
+        text = f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+    else:
+        text = str(value)
+    return f"{text} {unit}".strip() if unit and unit not in ("ratio", "count") else text
+
+
+class LibraryComponent:
+    """Base of every keyword component: holds the shared :class:`Context`."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def _timeout(self, timeout: timedelta | None) -> float:
+        return seconds(timeout) if timeout is not None else self.ctx.default_timeout
+
+
+__all__ = ["Context", "LibraryComponent", "Measurement", "SessionError", "Target", "UserStrategy", "seconds"]

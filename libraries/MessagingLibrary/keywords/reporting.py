@@ -1,0 +1,104 @@
+"""Keywords that report: the measured-vs-threshold table, metrics JSON, and the History file."""
+
+from __future__ import annotations
+
+import re
+from html import escape
+from typing import Any
+
+import orjson
+from robot.api import logger
+from robot.api.deco import keyword
+from robot.libraries.BuiltIn import BuiltIn
+
+from ..context import LibraryComponent, Measurement, format_value
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80] or "run"
+
+
+class ReportingKeywords(LibraryComponent):
+    """What stakeholders read: a table per test and files under the output directory."""
+
+    @keyword(tags=("reporting",))
+    def record_measurement(
+        self, name: str, value: float, unit: str = "", operator: str = "", threshold: Any = None
+    ) -> None:
+        """Adds a row to this test's measurement table without asserting anything.
+
+        Use it for figures a resource keyword checked itself.
+
+        | Record Measurement    send duration    ${report}[duration_s]    s
+        """
+        passed = None
+        self.ctx.measurements.append(Measurement(name, value, unit, operator, threshold, passed))
+
+    @keyword(tags=("reporting",))
+    def log_measurements(self) -> list[dict[str, Any]]:
+        """Logs this test's measured values against their thresholds as a table, and saves them.
+
+        Every measuring keyword with an assertion adds a row (also when it failed). The rows
+        are appended to ``${OUTPUT DIR}/metrics.jsonl`` with the suite and test names, and
+        the table is cleared. Call it in the test teardown. Returns the rows.
+
+        | [Teardown]    Log Measurements
+        """
+        rows, self.ctx.measurements = list(self.ctx.measurements), []
+        if not rows:
+            logger.info("No measurements in this test.")
+            return []
+        variables = BuiltIn().get_variables()
+        record = {
+            "suite": variables.get("${SUITE NAME}"),
+            "test": variables.get("${TEST NAME}"),
+            "measurements": [row.as_dict() for row in rows],
+        }
+        path = self.ctx.output_dir() / "metrics.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as out:
+            out.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+        logger.info(_table(rows), html=True)
+        return record["measurements"]
+
+    @keyword(tags=("reporting",))
+    def save_history(self, name: str | None = None) -> str:
+        """Writes every frame sent and received so far to ``${OUTPUT DIR}/history-NAME.jsonl``.
+
+        One JSON object per line: index, monotonic timestamp (ns), direction, connection,
+        type, intended send time for scheduled sends, and the frame. Logs a link; returns
+        the path. ``name`` defaults to the suite name.
+
+        | Save History
+        """
+        label = _safe_name(name or BuiltIn().get_variable_value("${SUITE NAME}", "run"))
+        path = self.ctx.output_dir() / f"history-{label}.jsonl"
+        count = self.ctx.history.write_jsonl(path)
+        logger.info(
+            f'History: {count} events in <a href="{escape(path.name)}">{escape(path.name)}</a>', html=True
+        )
+        return str(path)
+
+
+def _table(rows: list[Measurement]) -> str:
+    head = "<tr><th>measure</th><th>measured</th><th>check</th><th>threshold</th><th>result</th></tr>"
+    body = []
+    for row in rows:
+        verdict = {True: "PASS", False: "FAIL", None: ""}[row.passed]
+        colour = {True: "#1a7f37", False: "#cf222e", None: "inherit"}[row.passed]
+        threshold = "" if row.expected is None else format_value(row.expected, row.unit)
+        body.append(
+            "<tr>"
+            f"<td>{escape(row.name)}</td>"
+            f"<td style='text-align:right'>{escape(format_value(row.value, row.unit))}</td>"
+            f"<td style='text-align:center'>{escape(row.operator)}</td>"
+            f"<td style='text-align:right'>{escape(threshold)}</td>"
+            f"<td style='color:{colour};font-weight:bold'>{verdict}</td>"
+            "</tr>"
+        )
+    return (
+        "<table border='1' style='border-collapse:collapse' cellpadding='4'>"
+        + head
+        + "".join(body)
+        + "</table>"
+    )

@@ -1,0 +1,678 @@
+"""Pure per-user semantics of the Apex mock (no sockets, no event loop).
+
+Everything a user owns lives in :class:`UserCore`: settings, the inbound queue,
+the duplicate window, the agent state, the configured agents, counters and the
+response-stream fault pipeline. The server (``server.py``) feeds it decoded
+frames and drives its worker; tests drive it directly with a fake clock.
+
+Clocks are injectable:
+
+* ``clock``   -- monotonic seconds (float); used for the duplicate window;
+* ``wall_ns`` -- wall-clock nanoseconds; used for ``processed_at_ns``;
+* ``rss``     -- callable returning the server process RSS in bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Iterable
+
+from . import faults as F
+
+PRIORITIES = ("critical", "high", "normal", "low")
+HEADROOM_PRIORITIES = frozenset({"critical", "high"})
+OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "reject")
+HEADROOM_FRACTION = 0.1
+PENDING_REPLIES_CAP = 10_000  # interim offline list; oldest dropped beyond this
+
+TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]{1,200}")
+
+_NOTHING = object()
+
+
+def user_id_for_token(token: str) -> str:
+    """The identity derived from a token; the token itself is never echoed."""
+    return "user-" + hashlib.sha256(token.encode("utf-8")).hexdigest()[:16]
+
+
+def headroom_for(capacity: int) -> int:
+    return math.ceil(capacity * HEADROOM_FRACTION)
+
+
+# --------------------------------------------------------------------------- errors / replies
+
+
+class ProtocolError(Exception):
+    """A request the server refuses with an ``error`` frame."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def reply(type_: str, request: dict | None, **fields_: Any) -> dict:
+    """Build a reply frame; echo the request's ``request_id`` when it had one."""
+    frame = {"type": type_, **fields_}
+    if request is not None and "request_id" in request:
+        frame["request_id"] = request["request_id"]
+    return frame
+
+
+def error_frame(code: str, message: str, request: dict | None = None) -> dict:
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if isinstance(request, dict):
+        rid = request.get("request_id", _NOTHING)
+        if rid is not _NOTHING and is_scalar(rid):
+            frame["request_id"] = rid
+        mid = request.get("message_id")
+        if isinstance(mid, str) and mid:
+            frame["message_id"] = mid
+    return frame
+
+
+# --------------------------------------------------------------------------- field validation
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _required_str(frame: dict, name: str) -> str:
+    v = frame.get(name)
+    if v is None:
+        raise ProtocolError("missing_field", f"missing required field '{name}'")
+    if not isinstance(v, str) or not v:
+        raise ProtocolError("bad_field", f"field '{name}' must be a non-empty string")
+    return v
+
+
+def _optional_seq(frame: dict, name: str = "sequence_id") -> int | None:
+    v = frame.get(name)
+    if v is not None and not _is_int(v):
+        raise ProtocolError("bad_field", f"field '{name}' must be an integer or null")
+    return v
+
+
+def _optional_priority(frame: dict) -> str:
+    v = frame.get("priority")
+    if v is None:
+        return "normal"
+    if v not in PRIORITIES:
+        raise ProtocolError("bad_field", f"field 'priority' must be one of {', '.join(PRIORITIES)}")
+    return v
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass
+class Settings:
+    processing_ms: int = 10
+    queue_capacity: int = 500
+    duplicate_window_s: float = 300.0
+    offline_capacity: int = 100
+    overflow_policy: str = "drop_oldest"
+    offline_ttl_s: float = 300.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def copy(self) -> "Settings":
+        return Settings(**self.as_dict())
+
+
+# name -> (check, expectation text)
+SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "processing_ms": (lambda v: _is_int(v) and 0 <= v <= 60_000, "an integer 0..60000"),
+    "queue_capacity": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "duplicate_window_s": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+    "offline_capacity": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "overflow_policy": (lambda v: v in OVERFLOW_POLICIES, "one of " + ", ".join(OVERFLOW_POLICIES)),
+    "offline_ttl_s": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+}
+
+
+def validate_settings(frame: dict) -> dict[str, Any]:
+    """Return the settings changes requested by a configure_session frame."""
+    changes: dict[str, Any] = {}
+    for key, value in frame.items():
+        if key in ("type", "request_id"):
+            continue
+        rule = SETTING_RULES.get(key)
+        if rule is None:
+            raise ProtocolError(
+                "bad_field", f"unknown field '{key}' (known: {', '.join(SETTING_RULES)})"
+            )
+        check, expected = rule
+        if not check(value):
+            raise ProtocolError("bad_field", f"field '{key}' must be {expected}")
+        changes[key] = value
+    return changes
+
+
+# --------------------------------------------------------------------------- jobs / agents
+
+
+@dataclass(slots=True)
+class Job:
+    kind: str  # "user_message" | "throughput_test"
+    message_id: str
+    sequence_id: int | None
+    priority: str
+    request: dict  # the original frame (for request_id echo); small
+    origin: Any = None  # opaque: the connection that sent it
+    content: str = ""
+    target_agents: tuple[str, ...] = ()
+    shared_state_key: str | None = None
+    end_of_conversation: bool = False
+
+
+@dataclass(slots=True)
+class AgentRecord:
+    messages_processed: int = 0
+    last_processed_sequence: int | None = None
+    shared_state: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "messages_processed": self.messages_processed,
+            "last_processed_sequence": self.last_processed_sequence,
+            "shared_state": dict(self.shared_state),
+        }
+
+
+# --------------------------------------------------------------------------- response faults
+
+
+class ResponseFaults:
+    """Per-user pipeline applying the response-stream faults.
+
+    ``on_produced(item)`` is called once per produced response (in production
+    order) and returns the items to send now, in order. Items are opaque.
+    Without faults it returns ``[item]``.
+    """
+
+    def __init__(self, faults: Iterable[str] = ()):
+        faults = frozenset(faults)
+        self.reorder = F.REORDER in faults
+        self.duplicate = F.DUPLICATE_RESPONSE in faults
+        self.drop = F.DROP_RESPONSE in faults
+        self.produced = 0
+        self.dropped = 0
+        self.held: tuple[int, Any] | None = None  # (production number, item)
+
+    def on_produced(self, item: Any) -> list[Any]:
+        self.produced += 1
+        n = self.produced
+        released = []
+        if self.held is not None:
+            released.append(self.held[1])
+            self.held = None
+        now: list[Any] = []
+        if self.drop and n % F.DROP_PERIOD == 0:
+            self.dropped += 1
+        elif self.reorder and n % F.REORDER_PERIOD == F.REORDER_OFFSET:
+            self.held = (n, item)
+        elif self.duplicate and n % F.DUPLICATE_PERIOD == F.DUPLICATE_OFFSET:
+            now = [item, item]
+        else:
+            now = [item]
+        return now + released
+
+    @property
+    def held_token(self) -> int | None:
+        return None if self.held is None else self.held[0]
+
+    def flush_held(self, token: int | None = None) -> list[Any]:
+        """Release the held item (only if it is still the one identified by ``token``)."""
+        if self.held is None or (token is not None and self.held[0] != token):
+            return []
+        item = self.held[1]
+        self.held = None
+        return [item]
+
+
+# --------------------------------------------------------------------------- the user
+
+
+class UserCore:
+    """All state of one user. Not thread-safe; single event loop."""
+
+    HANDLED_TYPES = frozenset(
+        {
+            "user_message",
+            "throughput_test",
+            "get_agent_state",
+            "get_queue_state",
+            "configure_session",
+            "configure_agents",
+            "get_all_agent_states",
+        }
+    )
+
+    def __init__(
+        self,
+        user_id: str,
+        settings: Settings | None = None,
+        faults: Iterable[str] = (),
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ns: Callable[[], int] = time.time_ns,
+        rss: Callable[[], int] = lambda: 0,
+    ):
+        self.user_id = user_id
+        self.settings = settings.copy() if settings else Settings()
+        self.faults = frozenset(faults)
+        self.clock = clock
+        self.wall_ns = wall_ns
+        self.rss = rss
+        # inbound
+        self.queue: deque[Job] = deque()
+        self.in_flight: Job | None = None
+        self.seen: OrderedDict[str, tuple[float, int | None]] = OrderedDict()
+        # agent state
+        self.message_count = 0
+        self.last_sequence_id: int | None = None
+        self.processed_message_ids: list[str] = []
+        self.history: list[str] = []
+        self.conversation_complete = False
+        self._last_processed: tuple[str, int | None] | None = None
+        self._prev: tuple | None = None  # snapshot before the last processed message
+        # agents
+        self.agents: dict[str, AgentRecord] = {}
+        self._agent_tally: dict[str, int] = {}
+        # counters
+        self.max_queue_size_seen = 0
+        self.admitted_total = 0
+        self.processed_total = 0
+        self.queue_full_total = 0
+        self.duplicate_total = 0
+        # outbound
+        self.responses = ResponseFaults(self.faults)
+        self.pending_replies: deque[Any] = deque(maxlen=PENDING_REPLIES_CAP)
+
+    # ------------------------------------------------------------------ dispatch
+
+    def handle(self, frame: dict, origin: Any = None) -> tuple[list[dict], Job | None]:
+        """Handle one decoded request frame of a user-scope type.
+
+        Returns (immediate replies, admitted job or None). Validation problems
+        become ``error`` frames; nothing is changed in that case.
+        """
+        t = frame.get("type")
+        try:
+            if t == "user_message":
+                return self.admit_user_message(frame, origin)
+            if t == "throughput_test":
+                return self.admit_throughput(frame, origin)
+            if t == "get_agent_state":
+                return [self.agent_state(frame)], None
+            if t == "get_queue_state":
+                return [self.queue_state(frame)], None
+            if t == "configure_session":
+                return [self.configure_session(frame)], None
+            if t == "configure_agents":
+                return [self.configure_agents(frame)], None
+            if t == "get_all_agent_states":
+                return [self.all_agent_states(frame)], None
+        except ProtocolError as exc:
+            return [error_frame(exc.code, exc.message, frame)], None
+        return [error_frame("unknown_type", f"unknown type {t!r}", frame)], None
+
+    # ------------------------------------------------------------------ admission
+
+    @property
+    def waiting(self) -> int:
+        """Admitted messages not yet started (the one being processed excluded)."""
+        return len(self.queue)
+
+    @property
+    def headroom(self) -> int:
+        return headroom_for(self.settings.queue_capacity)
+
+    def _prune_seen(self, now: float) -> None:
+        window = self.settings.duplicate_window_s
+        seen = self.seen
+        while seen:
+            first = next(iter(seen.values()))
+            if now - first[0] >= window:
+                seen.popitem(last=False)
+            else:
+                break
+
+    def _capacity_refusal(self, request: dict, message_id: str, seq: int | None, priority: str):
+        if F.NO_BACKPRESSURE in self.faults:
+            return None
+        waiting = len(self.queue)
+        cap = self.settings.queue_capacity
+        limit = cap
+        if priority in HEADROOM_PRIORITIES and F.IGNORE_PRIORITY not in self.faults:
+            limit = cap + headroom_for(cap)
+        if waiting < limit:
+            return None
+        self.queue_full_total += 1
+        return reply(
+            "queue_full",
+            request,
+            message_id=message_id,
+            sequence_id=seq,
+            priority=priority,
+            queue_size=waiting,
+            capacity=cap,
+            retry_after_ms=max(1, waiting * self.settings.processing_ms),
+        )
+
+    def _enqueue(self, job: Job) -> None:
+        self.queue.append(job)
+        self.admitted_total += 1
+        if len(self.queue) > self.max_queue_size_seen:
+            self.max_queue_size_seen = len(self.queue)
+
+    def admit_user_message(self, frame: dict, origin: Any = None) -> tuple[list[dict], Job | None]:
+        message_id = _required_str(frame, "message_id")
+        content = frame.get("content")
+        if content is None:
+            content = ""
+        elif not isinstance(content, str):
+            raise ProtocolError("bad_field", "field 'content' must be a string")
+        seq = _optional_seq(frame)
+        priority = _optional_priority(frame)
+        targets_raw = frame.get("target_agents")
+        targets: tuple[str, ...] = ()
+        if targets_raw is not None:
+            if not isinstance(targets_raw, list) or not all(
+                isinstance(a, str) and a for a in targets_raw
+            ):
+                raise ProtocolError(
+                    "bad_field", "field 'target_agents' must be a list of non-empty strings"
+                )
+            if len(set(targets_raw)) != len(targets_raw):
+                raise ProtocolError("bad_field", "field 'target_agents' must not repeat an agent")
+            unknown = [a for a in targets_raw if a not in self.agents]
+            if unknown:
+                raise ProtocolError(
+                    "bad_field",
+                    f"field 'target_agents' names unconfigured agent(s) {', '.join(unknown)}"
+                    " (use configure_agents first)",
+                )
+            targets = tuple(targets_raw)
+        key = frame.get("shared_state_key")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ProtocolError("bad_field", "field 'shared_state_key' must be a non-empty string")
+        eoc = frame.get("end_of_conversation")
+        if eoc is not None and not isinstance(eoc, bool):
+            raise ProtocolError("bad_field", "field 'end_of_conversation' must be a boolean")
+
+        # 1. idempotency (per user)
+        now = self.clock()
+        self._prune_seen(now)
+        if F.NO_DEDUP not in self.faults:
+            previous = self.seen.get(message_id)
+            if previous is not None:
+                self.duplicate_total += 1
+                return [
+                    reply(
+                        "duplicate_rejected",
+                        frame,
+                        message_id=message_id,
+                        sequence_id=seq,
+                        original_sequence_id=previous[1],
+                    )
+                ], None
+        # 2. capacity
+        refusal = self._capacity_refusal(frame, message_id, seq, priority)
+        if refusal is not None:
+            return [refusal], None
+        # 3. admitted
+        self.seen[message_id] = (now, seq)
+        self.seen.move_to_end(message_id)
+        job = Job(
+            kind="user_message",
+            message_id=message_id,
+            sequence_id=seq,
+            priority=priority,
+            request=_request_echo(frame),
+            origin=origin,
+            content=content,
+            target_agents=targets,
+            shared_state_key=key,
+            end_of_conversation=bool(eoc),
+        )
+        self._enqueue(job)
+        return [], job
+
+    def admit_throughput(self, frame: dict, origin: Any = None) -> tuple[list[dict], Job | None]:
+        """throughput_test: same queue and backpressure, no dedup, no agent-state bookkeeping."""
+        message_id = _required_str(frame, "message_id")
+        seq = _optional_seq(frame)
+        priority = _optional_priority(frame)
+        refusal = self._capacity_refusal(frame, message_id, seq, priority)
+        if refusal is not None:
+            return [refusal], None
+        job = Job(
+            kind="throughput_test",
+            message_id=message_id,
+            sequence_id=seq,
+            priority=priority,
+            request=_request_echo(frame),
+            origin=origin,
+        )
+        self._enqueue(job)
+        return [], job
+
+    # ------------------------------------------------------------------ processing
+
+    def next_job(self) -> Job | None:
+        """Start processing the oldest admitted message (FIFO by admission)."""
+        if self.in_flight is not None:
+            return None
+        if not self.queue:
+            return None
+        self.in_flight = self.queue.popleft()
+        return self.in_flight
+
+    def complete(self, job: Job) -> dict:
+        """Finish processing ``job``: update state, return the response frame."""
+        try:
+            if job.kind == "throughput_test":
+                self.processed_total += 1
+                return reply(
+                    "throughput_response", job.request, message_id=job.message_id, sequence_id=job.sequence_id
+                )
+            return self._complete_user_message(job)
+        finally:
+            if self.in_flight is job:
+                self.in_flight = None
+
+    def _complete_user_message(self, job: Job) -> dict:
+        self._prev = (
+            self.message_count,
+            self.last_sequence_id,
+            len(self.processed_message_ids),
+            len(self.history),
+            self.conversation_complete,
+            self._last_processed,
+        )
+        seq = job.sequence_id
+        self.message_count += 1
+        self.last_sequence_id = seq
+        self.processed_message_ids.append(job.message_id)
+        self.history.append(job.content)
+        self._last_processed = (job.message_id, seq)
+        if job.end_of_conversation:
+            self.conversation_complete = True
+        self.processed_total += 1
+
+        contributing = []
+        key = job.shared_state_key or job.message_id
+        value = f"{job.message_id}@{seq}"
+        desync = F.AGENT_DESYNC in self.faults and len(job.target_agents) >= 2
+        for i, name in enumerate(job.target_agents):
+            agent = self.agents.get(name)
+            if agent is None:  # agents reconfigured while the message waited
+                continue
+            recorded_seq, recorded_value = seq, value
+            if desync and i >= 1:
+                recorded_value = value + "~stale"
+                if seq is not None:
+                    recorded_seq = seq - 1
+            agent.messages_processed += 1
+            self._agent_tally[name] = self._agent_tally.get(name, 0) + 1
+            agent.last_processed_sequence = recorded_seq
+            agent.shared_state[key] = recorded_value
+            contributing.append({"agent": name, "processed_sequence": recorded_seq})
+
+        return reply(
+            "ai_response",
+            job.request,
+            message_id=job.message_id,
+            sequence_id=seq,
+            priority=job.priority,
+            content="Response to: " + job.content,
+            contributing_agents=contributing,
+            processed_at_ns=self.wall_ns(),
+        )
+
+    # ------------------------------------------------------------------ state queries
+
+    def _state_view(self) -> tuple:
+        """(count, last_seq, ids, history, complete, last_processed) as reported."""
+        if F.STALE_STATE in self.faults and self._prev is not None:
+            count, last_seq, n_ids, n_hist, complete, last = self._prev
+            return (
+                count,
+                last_seq,
+                self.processed_message_ids[:n_ids],
+                self.history[:n_hist],
+                complete,
+                last,
+            )
+        return (
+            self.message_count,
+            self.last_sequence_id,
+            list(self.processed_message_ids),
+            list(self.history),
+            self.conversation_complete,
+            self._last_processed,
+        )
+
+    @staticmethod
+    def _invariants_broken(count, last_seq, ids, history, last) -> bool:
+        if not (count == len(ids) == len(history)):
+            return True
+        if len(set(ids)) != len(ids):
+            return True
+        if count == 0:
+            return last_seq is not None or last is not None
+        return last is None or last[0] != ids[-1] or last[1] != last_seq
+
+    def corrupted(self) -> bool:
+        count, last_seq, ids, history, _complete, last = self._state_view()
+        return self._invariants_broken(count, last_seq, ids, history, last)
+
+    def total_objects(self) -> int:
+        self._prune_seen(self.clock())
+        return (
+            len(self.processed_message_ids)
+            + len(self.history)
+            + len(self.seen)
+            + len(self.queue)
+            + (1 if self.in_flight is not None else 0)
+            + sum(1 + len(a.shared_state) for a in self.agents.values())
+            + len(self.pending_replies)
+            + (1 if self.responses.held is not None else 0)
+        )
+
+    def agent_state(self, request: dict | None = None) -> dict:
+        count, last_seq, ids, history, complete, last = self._state_view()
+        return reply(
+            "agent_state",
+            request,
+            user_id=self.user_id,
+            message_count=count,
+            last_sequence_id=last_seq,
+            processed_message_ids=ids,
+            conversation_context={"history": history, "message_count": count},
+            conversation_complete=complete,
+            memory_usage={"rss": self.rss(), "total_objects": self.total_objects()},
+            corrupted=self._invariants_broken(count, last_seq, ids, history, last),
+        )
+
+    def queue_state(self, request: dict | None = None) -> dict:
+        return reply(
+            "queue_state",
+            request,
+            queue_size=len(self.queue),
+            in_flight=1 if self.in_flight is not None else 0,
+            capacity=self.settings.queue_capacity,
+            headroom=self.headroom,
+            max_queue_size_seen=self.max_queue_size_seen,
+            admitted_total=self.admitted_total,
+            processed_total=self.processed_total,
+            queue_full_total=self.queue_full_total,
+            duplicate_total=self.duplicate_total,
+            processing_ms=self.settings.processing_ms,
+        )
+
+    def configure_session(self, request: dict) -> dict:
+        changes = validate_settings(request)
+        for key, value in changes.items():
+            setattr(self.settings, key, value)
+        return reply("session_configured", request, **self.settings.as_dict())
+
+    def configure_agents(self, request: dict) -> dict:
+        agents = request.get("agents")
+        if agents is None:
+            raise ProtocolError("missing_field", "missing required field 'agents'")
+        if (
+            not isinstance(agents, list)
+            or not agents
+            or not all(isinstance(a, str) and a for a in agents)
+            or len(set(agents)) != len(agents)
+        ):
+            raise ProtocolError(
+                "bad_field", "field 'agents' must be a non-empty list of unique non-empty strings"
+            )
+        self.agents = {name: AgentRecord() for name in agents}
+        self._agent_tally = {name: 0 for name in agents}
+        return reply("agents_configured", request, agents=list(agents))
+
+    def all_agent_states(self, request: dict | None = None) -> dict:
+        agents_broken = any(
+            rec.messages_processed != self._agent_tally.get(name, 0)
+            for name, rec in self.agents.items()
+        )
+        return reply(
+            "all_agent_states",
+            request,
+            agents={name: rec.as_dict() for name, rec in self.agents.items()},
+            corrupted=agents_broken or self.corrupted(),
+        )
+
+    # ------------------------------------------------------------------ interim offline list
+
+    def take_pending(self) -> list[Any]:
+        items = list(self.pending_replies)
+        self.pending_replies.clear()
+        return items
+
+
+def _request_echo(frame: dict) -> dict:
+    """Keep only what a later reply needs from the request (its request_id)."""
+    if "request_id" in frame:
+        return {"request_id": frame["request_id"]}
+    return {}

@@ -1,0 +1,499 @@
+"""WebSocket transport of the Apex mock (websockets asyncio API).
+
+Structure:
+
+* ``_process_request`` -- HTTP before the upgrade: ``/health``, 404, 401;
+* ``_handler``        -- one per connection: reads frames and answers them
+  synchronously (never awaits while handling a frame), so the reader never blocks;
+* ``Conn.run_sender`` -- the single sender path of a connection: frames go out
+  in the order they were produced;
+* ``_worker``         -- one task per busy user: processes the user's inbound
+  queue in admission order, ``processing_ms`` each;
+* ``_deliver``        -- where a finished reply goes (origin connection, another
+  open connection of the user, or the interim pending list).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import time
+from collections import deque
+from typing import Any, Iterable
+
+import orjson
+import psutil
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+
+from . import faults as F
+from .core import (
+    TOKEN_RE,
+    Settings,
+    UserCore,
+    error_frame,
+    is_scalar,
+    reply,
+    user_id_for_token,
+)
+
+MAX_FRAME_BYTES = 2**20  # bigger frames close the connection with 1009
+WS_PATH = "/ws"
+HEALTH_PATH = "/health"
+
+log = logging.getLogger("apex_mock")
+_BEARER_RE = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] +(\S*) *")
+_PROCESS = psutil.Process()
+
+
+def rss_bytes() -> int:
+    return _PROCESS.memory_info().rss
+
+
+def _event(event: str, level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:
+    if log.isEnabledFor(level):
+        log.log(level, "%s", orjson.dumps({"event": event, **fields}, default=repr).decode(),
+                exc_info=exc_info)
+
+
+def parse_authorization(values: list[str]) -> tuple[str | None, str]:
+    """Return (token, "") or (None, reason). Never includes the token in the reason."""
+    if not values:
+        return None, "missing Authorization header: expected 'Authorization: Bearer <token>'\n"
+    if len(values) > 1:
+        return None, "malformed Authorization header: more than one Authorization header\n"
+    m = _BEARER_RE.fullmatch(values[0].strip())
+    if m is None or not TOKEN_RE.fullmatch(m.group(1)):
+        return None, (
+            "malformed Authorization header: expected 'Bearer <token>' "
+            "with a token matching [A-Za-z0-9._~-]{1,200}\n"
+        )
+    return m.group(1), ""
+
+
+# --------------------------------------------------------------------------- connection
+
+
+class Conn:
+    """One open WebSocket. ``send`` never blocks; ``run_sender`` writes in order."""
+
+    __slots__ = ("ws", "user", "conn_id", "is_admin", "outbox", "wake", "open", "peer")
+
+    def __init__(self, ws: ServerConnection, user: "UserRuntime", conn_id: int, is_admin: bool):
+        self.ws = ws
+        self.user = user
+        self.conn_id = conn_id
+        self.is_admin = is_admin
+        # (payload, reroutable): payload is bytes, or a dict stamped at send time
+        self.outbox: deque[tuple[Any, bool]] = deque()
+        self.wake = asyncio.Event()
+        self.open = True
+        self.peer = str(ws.remote_address)
+
+    def send(self, payload: Any, reroutable: bool = False) -> None:
+        self.outbox.append((payload, reroutable))
+        self.wake.set()
+
+    async def run_sender(self) -> None:
+        outbox, ws = self.outbox, self.ws
+        while True:
+            if not outbox:
+                self.wake.clear()
+                await self.wake.wait()
+                continue
+            payload, reroutable = outbox.popleft()
+            if isinstance(payload, dict):  # latency_response: stamp as late as possible
+                payload["server_send_ns"] = time.monotonic_ns()
+                data = orjson.dumps(payload)
+            else:
+                data = payload
+            try:
+                await ws.send(data, text=True)
+            except ConnectionClosed:
+                outbox.appendleft((payload, reroutable))  # not written: let close re-route it
+                return
+
+
+class UserRuntime:
+    """Server-side companions of a UserCore: connections, worker, fault timers."""
+
+    __slots__ = (
+        "core",
+        "connections",
+        "worker",
+        "delayed",
+        "delayed_task",
+        "reorder_timer",
+        "ever_connected",
+    )
+
+    def __init__(self, core: UserCore):
+        self.core = core
+        self.connections: list[Conn] = []  # open ones, oldest first
+        self.worker: asyncio.Task | None = None
+        self.delayed: deque[tuple[float, bytes, Conn | None]] = deque()  # `slow` fault
+        self.delayed_task: asyncio.Task | None = None
+        self.reorder_timer: asyncio.TimerHandle | None = None
+        self.ever_connected = False
+
+
+# --------------------------------------------------------------------------- server
+
+
+class MockServer:
+    """The Apex mock. ``await start(host, port)`` then ``await stop()``."""
+
+    def __init__(
+        self,
+        faults: Iterable[str] = (),
+        *,
+        processing_ms: int = 10,
+        queue_capacity: int = 500,
+        duplicate_window_s: float = 300.0,
+    ):
+        self.faults = F.parse_faults(faults)
+        self.defaults = Settings(
+            processing_ms=processing_ms,
+            queue_capacity=queue_capacity,
+            duplicate_window_s=duplicate_window_s,
+        )
+        self.users: dict[str, UserRuntime] = {}
+        self.connections = 0
+        self.messages_total = 0
+        self.frames_received = 0
+        self._conn_ids = itertools.count(1)
+        self._server: Server | None = None
+        self._started = time.monotonic()
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        self._server = await serve(
+            self._handler,
+            host,
+            port,
+            process_request=self._process_request,
+            compression=None,
+            max_size=MAX_FRAME_BYTES,
+            ping_interval=None,
+            backlog=1024,  # many simultaneous connects must not overflow the accept queue
+        )
+        self.host = host
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._started = time.monotonic()
+        _event("server_started", host=host, port=self.port, faults=sorted(self.faults),
+               defaults=self.defaults.as_dict())
+        for name in sorted(self.faults):
+            _event("fault_active", fault=name, description=F.FAULTS[name].description)
+        return self.port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}{WS_PATH}"
+
+    async def stop(self) -> None:
+        for user in self.users.values():
+            if user.reorder_timer is not None:
+                user.reorder_timer.cancel()
+            for task in (user.worker, user.delayed_task):
+                if task is not None:
+                    task.cancel()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        pending = [t for u in self.users.values() for t in (u.worker, u.delayed_task) if t]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        _event("server_stopped")
+
+    async def __aenter__(self) -> "MockServer":
+        if self._server is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _process_request(self, connection: ServerConnection, request: Any):
+        path = request.path.split("?", 1)[0]
+        if path == HEALTH_PATH:
+            return connection.respond(200, "ok")
+        if path != WS_PATH:
+            return connection.respond(404, "not found: the WebSocket endpoint is /ws\n")
+        token, why = parse_authorization(request.headers.get_all("Authorization"))
+        if token is None:
+            _event("auth_refused", level=logging.WARNING, peer=str(connection.remote_address),
+                   reason=why.strip())
+            return connection.respond(401, why)
+        return None
+
+    # ------------------------------------------------------------------ users
+
+    def _user(self, user_id: str) -> UserRuntime:
+        user = self.users.get(user_id)
+        if user is None:
+            user = UserRuntime(UserCore(user_id, self.defaults, self.faults, rss=rss_bytes))
+            self.users[user_id] = user
+        return user
+
+    # ------------------------------------------------------------------ connection handler
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        token, _ = parse_authorization(ws.request.headers.get_all("Authorization"))
+        assert token is not None  # checked in _process_request
+        user_id = user_id_for_token(token)
+        user = self._user(user_id)
+        conn = Conn(ws, user, next(self._conn_ids), token.startswith("admin-"))
+        resumed = user.ever_connected
+        user.ever_connected = True
+
+        pending = user.core.take_pending()
+        conn.send(
+            orjson.dumps(
+                {
+                    "type": "session_started",
+                    "user_id": user_id,
+                    "resumed": resumed,
+                    "queued": len(pending),
+                    "server_time_ns": time.time_ns(),
+                }
+            )
+        )
+        for data in pending:
+            conn.send(data, reroutable=True)
+        user.connections.append(conn)
+        self.connections += 1
+        sender = asyncio.create_task(conn.run_sender())
+        _event("conn_open", conn=conn.conn_id, user=user_id, peer=conn.peer, admin=conn.is_admin,
+               resumed=resumed, delivered_pending=len(pending))
+        try:
+            async for raw in ws:
+                recv_ns = time.monotonic_ns()
+                self.frames_received += 1
+                try:
+                    self._on_frame(conn, raw, recv_ns)
+                except Exception as exc:  # never let a bug kill the connection or server
+                    _event("handler_error", logging.ERROR, True, conn=conn.conn_id, error=repr(exc))
+                    conn.send(orjson.dumps(error_frame("internal", f"internal error: {exc!r}")))
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.open = False
+            if conn in user.connections:
+                user.connections.remove(conn)
+            self.connections -= 1
+            sender.cancel()
+            try:
+                await sender
+            except (asyncio.CancelledError, Exception):
+                pass
+            leftovers = [p for p, rr in conn.outbox if rr]
+            conn.outbox.clear()
+            for data in leftovers:
+                self._deliver(user, data, None)
+            _event("conn_close", conn=conn.conn_id, user=user_id, code=ws.close_code,
+                   reason=ws.close_reason, rerouted=len(leftovers))
+
+    # ------------------------------------------------------------------ frames
+
+    def _on_frame(self, conn: Conn, raw: Any, recv_ns: int) -> None:
+        if not isinstance(raw, str):
+            self._error(conn, "bad_json", "binary frames are not accepted: send UTF-8 JSON text")
+            return
+        try:
+            frame = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            self._error(conn, "bad_json", f"frame is not valid JSON: {exc}")
+            return
+        if not isinstance(frame, dict):
+            self._error(conn, "bad_json", "frame must be a JSON object")
+            return
+        if "request_id" in frame and not is_scalar(frame["request_id"]):
+            frame.pop("request_id")
+            self._error(conn, "bad_field", "field 'request_id' must be a JSON scalar", frame)
+            return
+        t = frame.get("type")
+        if t is None:
+            self._error(conn, "missing_field", "missing required field 'type'", frame)
+            return
+        if not isinstance(t, str):
+            self._error(conn, "bad_field", "field 'type' must be a string", frame)
+            return
+
+        try:
+            self._dispatch_frame(conn, t, frame, recv_ns)
+        except Exception as exc:  # a bug must not kill the connection, the user or the server
+            _event("handler_error", logging.ERROR, True, conn=conn.conn_id, type=t, error=repr(exc))
+            conn.send(orjson.dumps(error_frame("internal", f"internal error: {exc!r}", frame)))
+
+    def _dispatch_frame(self, conn: Conn, t: str, frame: dict, recv_ns: int) -> None:
+        user = conn.user
+        if t in UserCore.HANDLED_TYPES:
+            replies, job = user.core.handle(frame, conn)
+            for r in replies:
+                if r["type"] == "error":
+                    _event("protocol_error", conn=conn.conn_id, code=r["code"], detail=r["message"])
+                conn.send(orjson.dumps(r))
+            if job is not None:
+                self._ensure_worker(user)
+            return
+        handler = self._SERVER_TYPES.get(t)
+        if handler is None:
+            self._error(conn, "unknown_type", f"unknown type {t!r}", frame)
+            return
+        handler(self, conn, frame, recv_ns)
+
+    def _error(self, conn: Conn, code: str, message: str, frame: dict | None = None) -> None:
+        _event("protocol_error", conn=conn.conn_id, code=code, detail=message)
+        conn.send(orjson.dumps(error_frame(code, message, frame)))
+
+    def _latency_probe(self, conn: Conn, frame: dict, recv_ns: int) -> None:
+        if frame.get("probe_id") is None:
+            return self._error(conn, "missing_field", "missing required field 'probe_id'", frame)
+        if not is_scalar(frame["probe_id"]):
+            return self._error(conn, "bad_field", "field 'probe_id' must be a JSON scalar", frame)
+        cns = frame.get("client_send_ns")
+        if cns is None:
+            return self._error(conn, "missing_field", "missing required field 'client_send_ns'", frame)
+        if not isinstance(cns, int) or isinstance(cns, bool):
+            return self._error(conn, "bad_field", "field 'client_send_ns' must be an integer", frame)
+        # server_*_ns: time.monotonic_ns() (CLOCK_MONOTONIC); server_send_ns stamped by the sender.
+        conn.send(
+            reply(
+                "latency_response",
+                frame,
+                probe_id=frame["probe_id"],
+                client_send_ns=cns,
+                server_receive_ns=recv_ns,
+                server_send_ns=None,
+            )
+        )
+
+    def _server_stats(self, conn: Conn, frame: dict, recv_ns: int) -> None:
+        conn.send(
+            orjson.dumps(
+                reply(
+                    "server_stats",
+                    frame,
+                    connections=self.connections,
+                    users=sum(1 for u in self.users.values() if u.connections),
+                    known_users=len(self.users),
+                    messages_total=self.messages_total,
+                    frames_received=self.frames_received,
+                    rss_bytes=rss_bytes(),
+                    uptime_s=round(time.monotonic() - self._started, 3),
+                    queue_depth=sum(u.core.waiting for u in self.users.values()),
+                    faults=sorted(self.faults),
+                )
+            )
+        )
+
+    def _ack(self, conn: Conn, frame: dict, recv_ns: int) -> None:
+        return None  # accepted silently until the offline queue exists
+
+    def _push(self, conn: Conn, frame: dict, recv_ns: int) -> None:
+        if not conn.is_admin:
+            return self._error(conn, "forbidden", "push needs an admin token", frame)
+        return self._error(conn, "unsupported", "push is not implemented by this mock yet", frame)
+
+    _SERVER_TYPES = {
+        "latency_probe": _latency_probe,
+        "get_server_stats": _server_stats,
+        "ack": _ack,
+        "push": _push,
+    }
+
+    # ------------------------------------------------------------------ processing
+
+    def _ensure_worker(self, user: UserRuntime) -> None:
+        if user.worker is None:
+            user.worker = asyncio.create_task(self._worker(user))
+
+    async def _worker(self, user: UserRuntime) -> None:
+        loop = asyncio.get_running_loop()
+        core = user.core
+        target = loop.time()
+        try:
+            while True:
+                job = core.next_job()
+                if job is None:
+                    return  # no await before finally: no admission can slip in between
+                # Pace on a schedule so per-message overshoot does not accumulate.
+                now = loop.time()
+                target = max(target, now - 0.05) + core.settings.processing_ms / 1000
+                delay = target - now
+                await asyncio.sleep(delay if delay > 0 else 0)
+                try:
+                    frame = core.complete(job)
+                except Exception as exc:
+                    core.in_flight = None
+                    _event("processing_error", logging.ERROR, True, user=core.user_id, error=repr(exc))
+                    continue
+                self.messages_total += 1
+                self._emit_response(user, frame, job.origin)
+        finally:
+            user.worker = None
+
+    def _emit_response(self, user: UserRuntime, frame: dict, origin: Conn | None) -> None:
+        responses = user.core.responses
+        before = responses.held_token
+        items = responses.on_produced((orjson.dumps(frame), origin))
+        token = responses.held_token
+        if token is not None and token != before:
+            if user.reorder_timer is not None:
+                user.reorder_timer.cancel()
+            user.reorder_timer = asyncio.get_running_loop().call_later(
+                F.REORDER_FLUSH_S, self._flush_held, user, token
+            )
+        self._dispatch(user, items)
+
+    def _flush_held(self, user: UserRuntime, token: int) -> None:
+        user.reorder_timer = None
+        self._dispatch(user, user.core.responses.flush_held(token))
+
+    def _dispatch(self, user: UserRuntime, items: list[tuple[bytes, Conn | None]]) -> None:
+        if not items:
+            return
+        if F.SLOW in self.faults:
+            due = asyncio.get_running_loop().time() + F.SLOW_DELAY_S
+            for data, origin in items:
+                user.delayed.append((due, data, origin))
+            if user.delayed_task is None:
+                user.delayed_task = asyncio.create_task(self._delayed_sender(user))
+            return
+        for data, origin in items:
+            self._deliver(user, data, origin)
+
+    async def _delayed_sender(self, user: UserRuntime) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while user.delayed:
+                due = user.delayed[0][0]
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                now = loop.time()
+                while user.delayed and user.delayed[0][0] <= now:
+                    _, data, origin = user.delayed.popleft()
+                    self._deliver(user, data, origin)
+        finally:
+            user.delayed_task = None
+
+    def _deliver(self, user: UserRuntime, data: bytes, origin: Conn | None) -> None:
+        """Where a finished reply goes. Interim policy (the offline queue replaces the last branch):
+        the origin connection if still open, else the user's most recent open connection,
+        else the user's pending list, delivered after session_started on the next connect."""
+        if origin is not None and origin.open:
+            origin.send(data, reroutable=True)
+        elif user.connections:
+            user.connections[-1].send(data, reroutable=True)
+        else:
+            user.core.pending_replies.append(data)

@@ -1,0 +1,20 @@
+"""Default target: the built-in mock server, started by each suite's setup on a free port.
+
+Select explicitly with ``robot -V resources/variables/mock.py suites/`` (it is also the
+default: ``resources/apex.resource`` imports this file). Fault modes for a run:
+``-v APEX_MOCK_FAULTS:reorder`` (comma-separated for several).
+"""
+
+from robot.api.types import Secret
+
+APEX_TARGET = "mock"
+#: Filled in by the suite setup from the started mock server.
+APEX_WS_URL = ""
+#: The mock accepts any token; each test derives its own user from this one.
+APEX_TOKEN = Secret("qa")
+APEX_ADMIN_TOKEN = Secret("admin-qa")
+APEX_USER_STRATEGY = "derive"
+APEX_AUTH_URL = ""
+APEX_MOCK_FAULTS = ""
+#: Set by a variable file that cannot configure its target; the suite setup stops the run with it.
+APEX_CONFIG_ERROR = ""

@@ -1,0 +1,46 @@
+"""Target a running Apex server (staging, or an ``apex-mock`` started by hand).
+
+Everything comes from environment variables; nothing secret is kept in files or logged:
+
+| variable           | needed                          | meaning                                          |
+|--------------------|---------------------------------|--------------------------------------------------|
+| APEX_WS_URL        | always                          | WebSocket URL, e.g. ``wss://staging.example/ws`` |
+| APEX_TOKEN         | unless APEX_AUTH_URL is set     | test token; each test derives its own user       |
+| APEX_ADMIN_TOKEN   | for admin operations (``push``) | admin token                                      |
+| APEX_AUTH_URL      | optional                        | test-user endpoint: each test POSTs for a token  |
+| APEX_USER_STRATEGY | optional                        | ``derive`` (default), ``auth_url`` or ``fixed``  |
+
+``robot -V resources/variables/staging.py suites/``. When something needed is missing, the
+suite setup stops the whole run with a message naming it.
+"""
+
+import os
+
+from robot.api.types import Secret
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip()
+
+
+APEX_TARGET = "staging"
+APEX_WS_URL = _env("APEX_WS_URL")
+APEX_AUTH_URL = _env("APEX_AUTH_URL")
+APEX_USER_STRATEGY = _env("APEX_USER_STRATEGY") or ("auth_url" if APEX_AUTH_URL else "derive")
+APEX_TOKEN = Secret(_env("APEX_TOKEN")) if _env("APEX_TOKEN") else None
+APEX_ADMIN_TOKEN = Secret(_env("APEX_ADMIN_TOKEN")) if _env("APEX_ADMIN_TOKEN") else None
+APEX_MOCK_FAULTS = ""
+
+_missing = []
+if not APEX_WS_URL:
+    _missing.append("APEX_WS_URL (the server's WebSocket URL, e.g. ws://127.0.0.1:8765/ws)")
+if APEX_USER_STRATEGY != "auth_url" and APEX_TOKEN is None:
+    _missing.append("APEX_TOKEN (a test user's token)")
+if APEX_USER_STRATEGY == "auth_url" and not APEX_AUTH_URL:
+    _missing.append("APEX_AUTH_URL (needed by APEX_USER_STRATEGY=auth_url)")
+if APEX_USER_STRATEGY not in ("derive", "auth_url", "fixed"):
+    _missing.append(f"a valid APEX_USER_STRATEGY (got '{APEX_USER_STRATEGY}'; use derive, auth_url or fixed)")
+
+APEX_CONFIG_ERROR = (
+    "Staging target is not configured; set the environment variable(s): " + "; ".join(_missing) if _missing else ""
+)

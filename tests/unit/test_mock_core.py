@@ -1,0 +1,550 @@
+"""Pure semantics of apex_mock.core (no sockets, fake clock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from apex_mock import faults as F
+from apex_mock.core import (
+    PENDING_REPLIES_CAP,
+    ResponseFaults,
+    Settings,
+    UserCore,
+    headroom_for,
+    user_id_for_token,
+)
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def make(faults=(), clock=None, **settings) -> UserCore:
+    return UserCore(
+        "user-test",
+        Settings(**settings),
+        faults,
+        clock=clock or FakeClock(),
+        wall_ns=lambda: 42,
+        rss=lambda: 1234,
+    )
+
+
+def msg(mid, seq=None, **extra):
+    frame = {"type": "user_message", "message_id": mid, "content": f"c-{mid}"}
+    if seq is not None:
+        frame["sequence_id"] = seq
+    frame.update(extra)
+    return frame
+
+
+def admit(core, frame):
+    replies, job = core.handle(frame)
+    return replies, job
+
+
+def drain(core) -> list[dict]:
+    out = []
+    while (job := core.next_job()) is not None:
+        out.append(core.complete(job))
+    return out
+
+
+# --------------------------------------------------------------------------- identity
+
+
+def test_user_id_is_hash_of_token_and_never_the_token():
+    uid = user_id_for_token("secret-token")
+    assert uid.startswith("user-") and len(uid) == 5 + 16
+    assert "secret" not in uid
+    assert uid == user_id_for_token("secret-token") != user_id_for_token("other")
+
+
+# --------------------------------------------------------------------------- ordering
+
+
+def test_processing_is_fifo_by_admission_regardless_of_priority():
+    core = make()
+    prios = ["low", "critical", "normal", "high", "low", "critical"]
+    for i, p in enumerate(prios):
+        replies, job = admit(core, msg(f"m{i}", i, priority=p))
+        assert replies == [] and job is not None
+    out = drain(core)
+    assert [r["message_id"] for r in out] == [f"m{i}" for i in range(6)]
+    assert [r["priority"] for r in out] == prios
+    assert all(r["type"] == "ai_response" for r in out)
+
+
+def test_ai_response_shape_and_request_id_echo():
+    core = make()
+    admit(core, msg("m1", 7, request_id="r-1", content="hello"))
+    (r,) = drain(core)
+    assert r == {
+        "type": "ai_response",
+        "message_id": "m1",
+        "sequence_id": 7,
+        "priority": "normal",
+        "content": "Response to: hello",
+        "contributing_agents": [],
+        "processed_at_ns": 42,
+        "request_id": "r-1",
+    }
+    admit(core, msg("m2"))
+    (r2,) = drain(core)
+    assert "request_id" not in r2 and r2["sequence_id"] is None
+
+
+def test_one_job_in_flight_at_a_time():
+    core = make()
+    admit(core, msg("a"))
+    admit(core, msg("b"))
+    job = core.next_job()
+    assert core.next_job() is None  # still processing a
+    assert core.waiting == 1 and core.queue_state()["in_flight"] == 1
+    core.complete(job)
+    assert core.next_job().message_id == "b"
+
+
+# --------------------------------------------------------------------------- dedup
+
+
+def test_duplicate_rejected_within_window_and_not_processed():
+    core = make()
+    admit(core, msg("m1", 1))
+    replies, job = admit(core, msg("m1", 5, request_id=9))
+    assert job is None
+    assert replies == [
+        {
+            "type": "duplicate_rejected",
+            "message_id": "m1",
+            "sequence_id": 5,
+            "original_sequence_id": 1,
+            "request_id": 9,
+        }
+    ]
+    drain(core)
+    assert core.agent_state()["processed_message_ids"] == ["m1"]
+    # still a duplicate after processing
+    replies, job = admit(core, msg("m1", 6))
+    assert replies[0]["type"] == "duplicate_rejected" and job is None
+    assert core.queue_state()["duplicate_total"] == 2
+
+
+def test_dedup_is_per_user():
+    a, b = make(), make()
+    admit(a, msg("same"))
+    replies, job = admit(b, msg("same"))
+    assert replies == [] and job is not None
+
+
+def test_dedup_window_expiry_with_fake_clock_and_pruning():
+    clock = FakeClock()
+    core = make(clock=clock, duplicate_window_s=10)
+    admit(core, msg("m1", 1))
+    clock.advance(9.9)
+    assert admit(core, msg("m1", 2))[0][0]["type"] == "duplicate_rejected"
+    clock.advance(0.1)  # exactly the window: expired
+    replies, job = admit(core, msg("m1", 3))
+    assert replies == [] and job is not None
+    # the seen map is pruned by the window (bounded memory)
+    for i in range(50):
+        admit(core, msg(f"x{i}"))
+    clock.advance(11)
+    admit(core, msg("last"))
+    assert list(core.seen) == ["last"]
+
+
+def test_window_zero_disables_dedup():
+    core = make(duplicate_window_s=0)
+    admit(core, msg("m"))
+    assert admit(core, msg("m"))[1] is not None
+
+
+def test_queue_full_is_not_recorded_as_seen():
+    core = make(queue_capacity=1)
+    admit(core, msg("a"))
+    replies, job = admit(core, msg("b"))
+    assert replies[0]["type"] == "queue_full" and job is None
+    drain(core)
+    replies, job = admit(core, msg("b"))
+    assert replies == [] and job is not None
+
+
+def test_invalid_message_is_not_recorded_as_seen():
+    core = make()
+    replies, job = admit(core, msg("a", target_agents=["ghost"]))
+    assert replies[0]["code"] == "bad_field" and job is None
+    assert admit(core, msg("a"))[1] is not None
+
+
+# --------------------------------------------------------------------------- capacity
+
+
+def test_capacity_queue_full_shape_and_headroom_for_high_priority():
+    core = make(queue_capacity=10, processing_ms=20)
+    assert headroom_for(10) == 1 and headroom_for(500) == 50 and headroom_for(1) == 1
+    for i in range(10):
+        assert admit(core, msg(f"n{i}", i))[1] is not None
+    replies, job = admit(core, msg("low", 10, priority="low", request_id="q"))
+    assert job is None
+    assert replies == [
+        {
+            "type": "queue_full",
+            "message_id": "low",
+            "sequence_id": 10,
+            "priority": "low",
+            "queue_size": 10,
+            "capacity": 10,
+            "retry_after_ms": 200,
+            "request_id": "q",
+        }
+    ]
+    assert admit(core, msg("norm", 11))[0][0]["type"] == "queue_full"
+    assert admit(core, msg("hi", 12, priority="high"))[1] is not None  # headroom: 11 waiting
+    assert admit(core, msg("crit", 13, priority="critical"))[0][0]["type"] == "queue_full"
+    qs = core.queue_state()
+    assert qs["queue_size"] == 11 and qs["max_queue_size_seen"] == 11
+    assert qs["queue_full_total"] == 3 and qs["admitted_total"] == 11 and qs["headroom"] == 1
+
+
+def test_in_flight_message_does_not_count_as_waiting():
+    core = make(queue_capacity=2)
+    admit(core, msg("a"))
+    core.next_job()  # a in flight
+    assert admit(core, msg("b"))[1] is not None
+    assert admit(core, msg("c"))[1] is not None
+    assert admit(core, msg("d"))[0][0]["type"] == "queue_full"
+
+
+def test_retry_after_is_at_least_one_ms():
+    core = make(queue_capacity=1, processing_ms=0)
+    admit(core, msg("a"))
+    assert admit(core, msg("b"))[0][0]["retry_after_ms"] == 1
+
+
+def test_max_queue_size_seen_is_the_high_water_mark():
+    core = make()
+    for i in range(7):
+        admit(core, msg(f"m{i}"))
+    drain(core)
+    admit(core, msg("z"))
+    qs = core.queue_state()
+    assert qs["max_queue_size_seen"] == 7 and qs["queue_size"] == 1
+    assert qs["processed_total"] == 7 and qs["admitted_total"] == 8
+
+
+def test_throughput_test_shares_queue_without_agent_state():
+    core = make(queue_capacity=2)
+    r, j = core.handle({"type": "throughput_test", "message_id": "t1", "sequence_id": 1, "request_id": 5})
+    assert j is not None
+    core.handle({"type": "throughput_test", "message_id": "t1", "sequence_id": 2})  # no dedup
+    r, j = core.handle({"type": "throughput_test", "message_id": "t3", "sequence_id": 3})
+    assert r[0]["type"] == "queue_full" and j is None
+    out = drain(core)
+    assert out[0] == {"type": "throughput_response", "message_id": "t1", "sequence_id": 1, "request_id": 5}
+    assert [o["sequence_id"] for o in out] == [1, 2]
+    st = core.agent_state()
+    assert st["message_count"] == 0 and not st["corrupted"]
+    assert core.queue_state()["processed_total"] == 2
+
+
+# --------------------------------------------------------------------------- agent state
+
+
+def test_agent_state_shape_and_invariants():
+    core = make()
+    st = core.agent_state({"request_id": "s"})
+    assert st == {
+        "type": "agent_state",
+        "user_id": "user-test",
+        "message_count": 0,
+        "last_sequence_id": None,
+        "processed_message_ids": [],
+        "conversation_context": {"history": [], "message_count": 0},
+        "conversation_complete": False,
+        "memory_usage": {"rss": 1234, "total_objects": 0},
+        "corrupted": False,
+        "request_id": "s",
+    }
+    for i in range(4):
+        admit(core, msg(f"m{i}", i, end_of_conversation=(i == 2)))
+    drain(core)
+    st = core.agent_state()
+    assert st["message_count"] == 4 and st["last_sequence_id"] == 3
+    assert st["processed_message_ids"] == ["m0", "m1", "m2", "m3"]
+    assert st["conversation_context"] == {"history": ["c-m0", "c-m1", "c-m2", "c-m3"], "message_count": 4}
+    assert st["conversation_complete"] is True  # stays true after the flag
+    assert st["corrupted"] is False
+    assert st["memory_usage"]["total_objects"] == 4 + 4 + 4  # ids + history + seen
+
+
+def test_corrupted_flags_broken_invariants():
+    core = make()
+    admit(core, msg("a", 1))
+    drain(core)
+    assert core.corrupted() is False
+    core.history.append("ghost")
+    assert core.agent_state()["corrupted"] is True
+    core.history.pop()
+    core.last_sequence_id = 99
+    assert core.corrupted() is True
+    core.last_sequence_id = 1
+    core.processed_message_ids.append("a")
+    core.history.append("x")
+    core.message_count += 1
+    core._last_processed = ("a", 1)
+    assert core.corrupted() is True  # duplicate id
+
+
+def test_validation_errors():
+    core = make()
+    cases = [
+        ({"type": "user_message"}, "missing_field", "message_id"),
+        ({"type": "user_message", "message_id": ""}, "bad_field", "message_id"),
+        ({"type": "user_message", "message_id": 5}, "bad_field", "message_id"),
+        ({"type": "user_message", "message_id": "m", "sequence_id": "1"}, "bad_field", "sequence_id"),
+        ({"type": "user_message", "message_id": "m", "sequence_id": True}, "bad_field", "sequence_id"),
+        ({"type": "user_message", "message_id": "m", "priority": "urgent"}, "bad_field", "priority"),
+        ({"type": "user_message", "message_id": "m", "content": 3}, "bad_field", "content"),
+        ({"type": "user_message", "message_id": "m", "target_agents": "a"}, "bad_field", "target_agents"),
+        ({"type": "user_message", "message_id": "m", "end_of_conversation": "y"}, "bad_field", "end_of_conversation"),
+        ({"type": "user_message", "message_id": "m", "shared_state_key": 1}, "bad_field", "shared_state_key"),
+        ({"type": "configure_agents"}, "missing_field", "agents"),
+        ({"type": "configure_agents", "agents": []}, "bad_field", "agents"),
+        ({"type": "configure_agents", "agents": ["a", "a"]}, "bad_field", "agents"),
+        ({"type": "throughput_test"}, "missing_field", "message_id"),
+    ]
+    for frame, code, field in cases:
+        replies, job = core.handle({**frame, "request_id": "r"})
+        assert job is None, frame
+        (err,) = replies
+        assert err["type"] == "error" and err["code"] == code, (frame, err)
+        assert field in err["message"] and err["request_id"] == "r"
+    err = core.handle({"type": "user_message", "message_id": "m", "priority": 1})[0][0]
+    assert err["message_id"] == "m"
+    assert core.queue_state()["admitted_total"] == 0
+
+
+# --------------------------------------------------------------------------- configure_session
+
+
+def test_configure_session_echoes_all_effective_values():
+    core = make()
+    r = core.handle({"type": "configure_session", "processing_ms": 0, "queue_capacity": 3, "request_id": 1})[0][0]
+    assert r == {
+        "type": "session_configured",
+        "processing_ms": 0,
+        "queue_capacity": 3,
+        "duplicate_window_s": 300.0,
+        "offline_capacity": 100,
+        "overflow_policy": "drop_oldest",
+        "offline_ttl_s": 300.0,
+        "request_id": 1,
+    }
+    r = core.handle({"type": "configure_session", "overflow_policy": "reject", "offline_ttl_s": 0.5})[0][0]
+    assert r["overflow_policy"] == "reject" and r["offline_ttl_s"] == 0.5 and r["queue_capacity"] == 3
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("processing_ms", -1),
+        ("processing_ms", 60001),
+        ("processing_ms", 1.5),
+        ("queue_capacity", 0),
+        ("queue_capacity", True),
+        ("duplicate_window_s", -1),
+        ("duplicate_window_s", "5"),
+        ("offline_capacity", 0),
+        ("overflow_policy", "drop_all"),
+        ("offline_ttl_s", 0),
+        ("bogus_key", 1),
+    ],
+)
+def test_configure_session_rejects_bad_fields_atomically(field, value):
+    core = make()
+    frame = {"type": "configure_session", "queue_capacity": 7, field: value}
+    (err,), _ = core.handle(frame)
+    assert err["code"] == "bad_field" and field in err["message"]
+    assert core.settings.queue_capacity == 500  # nothing applied
+
+
+# --------------------------------------------------------------------------- agents
+
+
+def test_agents_shared_state_and_contributing_agents():
+    core = make()
+    r = core.handle({"type": "configure_agents", "agents": ["a", "b", "c"]})[0][0]
+    assert r == {"type": "agents_configured", "agents": ["a", "b", "c"]}
+    plan = [["a", "b"], ["a", "b", "c"], ["b", "c"], ["a"], ["b"]]
+    for i, targets in enumerate(plan):
+        admit(core, msg(f"m{i}", i, target_agents=targets, shared_state_key="topic"))
+    out = drain(core)
+    assert out[1]["contributing_agents"] == [
+        {"agent": "a", "processed_sequence": 1},
+        {"agent": "b", "processed_sequence": 1},
+        {"agent": "c", "processed_sequence": 1},
+    ]
+    st = core.all_agent_states({"request_id": 3})
+    assert st["request_id"] == 3 and st["corrupted"] is False
+    agents = st["agents"]
+    assert {n: a["messages_processed"] for n, a in agents.items()} == {"a": 3, "b": 4, "c": 2}
+    assert {n: a["last_processed_sequence"] for n, a in agents.items()} == {"a": 3, "b": 4, "c": 2}
+    assert agents["a"]["shared_state"] == {"topic": "m3@3"}
+    assert agents["c"]["shared_state"] == {"topic": "m2@2"}
+    # without a key the message_id is the key; the value is the same for all targets
+    admit(core, msg("k", 9, target_agents=["a", "c"]))
+    drain(core)
+    agents = core.all_agent_states()["agents"]
+    assert agents["a"]["shared_state"]["k"] == agents["c"]["shared_state"]["k"] == "k@9"
+
+
+def test_configure_agents_resets_counters():
+    core = make()
+    core.handle({"type": "configure_agents", "agents": ["a"]})
+    admit(core, msg("m", 1, target_agents=["a"]))
+    drain(core)
+    core.handle({"type": "configure_agents", "agents": ["a", "b"]})
+    agents = core.all_agent_states()["agents"]
+    assert agents == {
+        "a": {"messages_processed": 0, "last_processed_sequence": None, "shared_state": {}},
+        "b": {"messages_processed": 0, "last_processed_sequence": None, "shared_state": {}},
+    }
+
+
+def test_unknown_type_is_reported():
+    core = make()
+    (err,), job = core.handle({"type": "nope", "request_id": 1})
+    assert err["code"] == "unknown_type" and err["request_id"] == 1
+
+
+# --------------------------------------------------------------------------- faults (core level)
+
+
+def test_fault_no_dedup_processes_duplicates_and_breaks_invariant():
+    core = make([F.NO_DEDUP])
+    admit(core, msg("m", 1))
+    replies, job = admit(core, msg("m", 2))
+    assert replies == [] and job is not None
+    drain(core)
+    st = core.agent_state()
+    assert st["processed_message_ids"] == ["m", "m"] and st["corrupted"] is True
+
+
+def test_fault_stale_state_lags_one_message():
+    core = make([F.STALE_STATE])
+    assert core.agent_state()["message_count"] == 0
+    for i in range(3):
+        admit(core, msg(f"m{i}", i))
+        drain(core)
+        st = core.agent_state()
+        assert st["message_count"] == i  # one behind
+        assert st["processed_message_ids"] == [f"m{k}" for k in range(i)]
+        assert st["corrupted"] is False  # stale, but self-consistent
+    assert make().agent_state()["message_count"] == 0
+
+
+def test_fault_no_backpressure_never_queue_full():
+    core = make([F.NO_BACKPRESSURE], queue_capacity=5)
+    for i in range(20):
+        assert admit(core, msg(f"m{i}"))[1] is not None
+    assert core.queue_state()["max_queue_size_seen"] == 20
+
+
+def test_fault_ignore_priority_removes_headroom():
+    core = make([F.IGNORE_PRIORITY], queue_capacity=10)
+    for i in range(10):
+        admit(core, msg(f"m{i}"))
+    assert admit(core, msg("c", priority="critical"))[0][0]["type"] == "queue_full"
+
+
+def test_fault_agent_desync():
+    core = make([F.AGENT_DESYNC])
+    core.handle({"type": "configure_agents", "agents": ["a", "b", "c"]})
+    admit(core, msg("one", 5, target_agents=["b"], shared_state_key="k"))
+    admit(core, msg("m", 7, target_agents=["a", "b", "c"], shared_state_key="k"))
+    out = drain(core)
+    assert out[0]["contributing_agents"] == [{"agent": "b", "processed_sequence": 5}]  # single target ok
+    assert out[1]["contributing_agents"] == [
+        {"agent": "a", "processed_sequence": 7},
+        {"agent": "b", "processed_sequence": 6},
+        {"agent": "c", "processed_sequence": 6},
+    ]
+    agents = core.all_agent_states()["agents"]
+    assert agents["a"]["shared_state"]["k"] == "m@7"
+    assert agents["b"]["shared_state"]["k"] == agents["c"]["shared_state"]["k"] == "m@7~stale"
+
+
+def _stream(faults, n):
+    rf = ResponseFaults(faults)
+    sent = []
+    for i in range(1, n + 1):
+        sent.extend(rf.on_produced(i))
+    return sent, rf
+
+
+def test_response_pipeline_without_faults_is_identity():
+    assert _stream((), 20)[0] == list(range(1, 21))
+
+
+def test_fault_reorder_holds_every_fifth_until_the_next():
+    sent, rf = _stream([F.REORDER], 12)
+    assert sent == [1, 3, 2, 4, 5, 6, 8, 7, 9, 10, 11]
+    assert rf.held_token == 12
+    assert rf.flush_held(11) == []  # stale timer token: nothing
+    assert rf.flush_held(12) == [12]
+
+
+def test_fault_duplicate_response():
+    sent, _ = _stream([F.DUPLICATE_RESPONSE], 12)
+    assert sent == [1, 1, 2, 3, 4, 5, 6, 6, 7, 8, 9, 10, 11, 11, 12]
+
+
+def test_fault_drop_response():
+    sent, rf = _stream([F.DROP_RESPONSE], 15)
+    assert sent == [1, 2, 3, 4, 5, 6, 8, 9, 10, 11, 12, 13, 15]
+    assert rf.dropped == 2
+
+
+def test_drop_response_still_updates_state():
+    core = make([F.DROP_RESPONSE])
+    for i in range(7):
+        admit(core, msg(f"m{i}", i))
+    out = drain(core)
+    sent = [x for r in out for x in core.responses.on_produced(r)]
+    assert len(sent) == 6 and core.agent_state()["message_count"] == 7
+
+
+def test_fault_registry_descriptions():
+    assert set(F.FAULTS) == {
+        "reorder",
+        "duplicate_response",
+        "drop_response",
+        "no_dedup",
+        "stale_state",
+        "no_backpressure",
+        "ignore_priority",
+        "agent_desync",
+        "slow",
+    }
+    for fault in F.FAULTS.values():
+        assert fault.description and "\n" not in fault.description
+    assert F.parse_faults(["reorder,slow", "slow"]) == {"reorder", "slow"}
+    with pytest.raises(F.UnknownFault) as exc:
+        F.parse_faults(["reorder", "bogus"])
+    assert exc.value.names == ["bogus"]
+
+
+def test_pending_replies_are_bounded():
+    core = make()
+    for i in range(PENDING_REPLIES_CAP + 5):
+        core.pending_replies.append(i)
+    items = core.take_pending()
+    assert len(items) == PENDING_REPLIES_CAP and items[0] == 5 and not core.pending_replies
