@@ -1,87 +1,87 @@
 *** Settings ***
-Documentation       Rapid message succession: when one user fires messages quickly, every message is
-...                 answered once, in order; duplicates are rejected; overflow is refused with
-...                 backpressure that favours high priority; the agent's state keeps up; the
-...                 connection stays healthy; agents that share work stay in sync.
+Documentation     Rapid message succession: when one user fires messages quickly, every message is
+...               answered once, in order; duplicates are rejected; overflow is refused with
+...               backpressure that favours high priority; the agent's state keeps up; the
+...               connection stays healthy; agents that share work stay in sync.
 ...
-...                 Parameters are the original plan's (ORIGINAL_SUITES.md, suite 1). The burst pause
-...                 is shortened for the mock; ``-V resources/variables/soak.py`` restores it.
+...               Parameters are the original plan's (ORIGINAL_SUITES.md, suite 1). The burst pause
+...               is shortened for the mock; ``-V resources/variables/soak.py`` restores it.
 
-Resource            ../resources/rapid_succession.resource
+Resource          ../resources/rapid_succession.resource
 
-Suite Setup         Set Up Apex Target
-Suite Teardown      Tear Down Apex Target
-Test Setup          Connect As A New Test User
-Test Teardown       Finish Test
+Suite Setup       Set Up Apex Target
+Suite Teardown    Tear Down Apex Target
+Test Setup        Connect As A New Test User
+Test Teardown     Finish Test
 
-Test Tags           rapid-succession
+Test Tags         rapid-succession
 
 
 *** Variables ***
-${SEQUENTIAL_COUNT}                 ${20}
-${SEQUENTIAL_INTERVAL}              100 ms
-${DUPLICATE_SENDS}                  ${10}
-${DUPLICATE_JITTER}                 50 ms
-${DUPLICATE_MESSAGE_ID}             unique-message-12345
-${QUEUE_CAPACITY}                   ${500}
-${OVERFLOW_EXTRA}                   ${50}
-${HIGH_PRIORITY_EVERY}              ${10}
-${OVERFLOW_PROCESSING_MS}           ${10}
-${OVERFLOW_TIMEOUT}                 30 s
-${MIN_HIGH_PRIORITY_PRESERVED}      0.8
-${MAX_QUEUE_OVERSHOOT}              1.1
-${CONVERSATION_INTERVAL}            200 ms
+${SEQUENTIAL_COUNT}               ${20}
+${SEQUENTIAL_INTERVAL}            100 ms
+${DUPLICATE_SENDS}                ${10}
+${DUPLICATE_JITTER}               50 ms
+${DUPLICATE_MESSAGE_ID}           unique-message-12345
+${QUEUE_CAPACITY}                 ${500}
+${OVERFLOW_EXTRA}                 ${50}
+${HIGH_PRIORITY_EVERY}            ${10}
+${OVERFLOW_PROCESSING_MS}         ${10}
+${OVERFLOW_TIMEOUT}               30 s
+${MIN_HIGH_PRIORITY_PRESERVED}    0.8
+${MAX_QUEUE_OVERSHOOT}            1.1
+${CONVERSATION_INTERVAL}          200 ms
 @{CONVERSATION}
-...                                 Let's analyze sales data
-...                                 Focus on Q3 2024
-...                                 Compare with Q2
-...                                 Show regional breakdown
-...                                 Highlight top performers
-...                                 Export to spreadsheet
-...                                 Schedule monthly update
-...                                 Set alert thresholds
-...                                 Create dashboard view
-...                                 Share with team
-${MAX_TOTAL_OBJECTS}                ${10000}
-${BURSTS}                           ${15}
-${BURST_SIZE}                       ${10}
-${BURST_INTERVAL}                   50 ms
-${BURST_PAUSE}                      250 ms
-${MIN_DELIVERY_RATIO}               0.95
-${MAX_MEAN_RESPONSE_TIME}           0.5 s
-${MAX_RESPONSE_TIME}                2 s
-${MAX_MEMORY_GROWTH_MB}             100
-${COORDINATION_INTERVAL}            100 ms
+...                               Let's analyze sales data
+...                               Focus on Q3 2024
+...                               Compare with Q2
+...                               Show regional breakdown
+...                               Highlight top performers
+...                               Export to spreadsheet
+...                               Schedule monthly update
+...                               Set alert thresholds
+...                               Create dashboard view
+...                               Share with team
+${MAX_TOTAL_OBJECTS}              ${10000}
+${BURSTS}                         ${15}
+${BURST_SIZE}                     ${10}
+${BURST_INTERVAL}                 50 ms
+${BURST_PAUSE}                    250 ms
+${MIN_DELIVERY_RATIO}             0.95
+${MAX_MEAN_RESPONSE_TIME}         0.5 s
+${MAX_RESPONSE_TIME}              2 s
+${MAX_MEMORY_GROWTH_MB}           100
+${COORDINATION_INTERVAL}          100 ms
 &{LOAD_CUSTOMERS}
-...                                 content=Load customer database
-...                                 target_agents=data
-...                                 shared_state_key=customer_data
+...                               content=Load customer database
+...                               target_agents=data
+...                               shared_state_key=customer_data
 &{ANALYZE_SEGMENTS}
-...                                 content=Analyze customer segments
-...                                 target_agents=data,analysis
-...                                 shared_state_key=customer_segments
+...                               content=Analyze customer segments
+...                               target_agents=data,analysis
+...                               shared_state_key=customer_segments
 &{CALCULATE_METRICS}
-...                                 content=Calculate segment metrics
-...                                 target_agents=analysis
-...                                 shared_state_key=segment_metrics
+...                               content=Calculate segment metrics
+...                               target_agents=analysis
+...                               shared_state_key=segment_metrics
 &{GENERATE_REPORT}
-...                                 content=Generate segment report
-...                                 target_agents=analysis,reporting
-...                                 shared_state_key=segment_report
+...                               content=Generate segment report
+...                               target_agents=analysis,reporting
+...                               shared_state_key=segment_report
 &{EXPORT_DASHBOARD}
-...                                 content=Export to dashboard
-...                                 target_agents=reporting
-...                                 shared_state_key=dashboard_export
+...                               content=Export to dashboard
+...                               target_agents=reporting
+...                               shared_state_key=dashboard_export
 @{COORDINATED_MESSAGES}
-...                                 ${LOAD_CUSTOMERS}
-...                                 ${ANALYZE_SEGMENTS}
-...                                 ${CALCULATE_METRICS}
-...                                 ${GENERATE_REPORT}
-...                                 ${EXPORT_DASHBOARD}
-${BENCHMARK_COUNT}                  ${100}
-${BENCHMARK_INTERVAL}               10 ms
-${MIN_THROUGHPUT}                   10
-${MAX_P95_RESPONSE_TIME}            1 s
+...                               ${LOAD_CUSTOMERS}
+...                               ${ANALYZE_SEGMENTS}
+...                               ${CALCULATE_METRICS}
+...                               ${GENERATE_REPORT}
+...                               ${EXPORT_DASHBOARD}
+${BENCHMARK_COUNT}                ${100}
+${BENCHMARK_INTERVAL}             10 ms
+${MIN_THROUGHPUT}                 10
+${MAX_P95_RESPONSE_TIME}          1 s
 
 
 *** Test Cases ***
