@@ -27,7 +27,7 @@ ${QUEUE_CAPACITY}                 ${500}
 ${OVERFLOW_EXTRA}                 ${50}
 ${HIGH_PRIORITY_EVERY}            ${10}
 ${OVERFLOW_PROCESSING_MS}         ${10}
-${OVERFLOW_TIMEOUT}               30 s
+${OVERFLOW_TIMEOUT}               15 s
 ${MIN_HIGH_PRIORITY_PRESERVED}    0.8
 ${MAX_QUEUE_OVERSHOOT}            1.1
 ${CONVERSATION_INTERVAL}          200 ms

@@ -177,7 +177,7 @@ def coerce_expected(expected: Any, value: Any, unit: str, operator: AssertionOpe
             return expected
         text = str(expected).strip()
         if unit == "s":
-            return timestr_to_secs(text)
+            return timestr_to_secs(text, round_to=None)
         try:
             number = float(text)
         except ValueError:

@@ -28,6 +28,8 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 class LoopTimeout(TimeoutError):
     """A coroutine submitted to the loop did not finish within its timeout."""
 
+    ROBOT_SUPPRESS_NAME = True
+
 
 class LoopThread:
     """Runs an event loop forever on a daemon thread until :meth:`stop`."""

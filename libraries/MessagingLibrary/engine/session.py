@@ -33,13 +33,19 @@ MAX_FRAME_BYTES = 2**20
 class SessionError(RuntimeError):
     """A connection could not be opened or was unusable."""
 
+    ROBOT_SUPPRESS_NAME = True
+
 
 class ConnectionLost(AssertionError):
     """The connection closed while a keyword waited on it."""
 
+    ROBOT_SUPPRESS_NAME = True
+
 
 class WaitTimeout(AssertionError):
     """A condition did not become true within its timeout."""
+
+    ROBOT_SUPPRESS_NAME = True
 
 
 class ServerError(RuntimeError):

@@ -21,6 +21,10 @@ def _safe_name(text: str) -> str:
 class ReportingKeywords(LibraryComponent):
     """What stakeholders read: a table per test and files under the output directory."""
 
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self._written: set = set()
+
     @keyword(tags=("reporting",))
     def record_measurement(
         self, name: str, value: float, unit: str = "", operator: str = "", threshold: Any = None
@@ -39,8 +43,8 @@ class ReportingKeywords(LibraryComponent):
         """Logs this test's measured values against their thresholds as a table, and saves them.
 
         Every measuring keyword with an assertion adds a row (also when it failed). The rows
-        are appended to ``${OUTPUT DIR}/metrics.jsonl`` with the suite and test names, and
-        the table is cleared. Call it in the test teardown. Returns the rows.
+        are appended to ``${OUTPUT DIR}/metrics.jsonl`` (started afresh by each run) with the
+        suite and test names, and the table is cleared. Call it in the test teardown. Returns the rows.
 
         | [Teardown]    Log Measurements
         """
@@ -56,7 +60,10 @@ class ReportingKeywords(LibraryComponent):
         }
         path = self.ctx.output_dir() / "metrics.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("ab") as out:
+        # A run starts the file afresh; later tests of the same run append to it.
+        mode = "ab" if path in self._written else "wb"
+        self._written.add(path)
+        with path.open(mode) as out:
             out.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
         logger.info(_table(rows), html=True)
         return record["measurements"]

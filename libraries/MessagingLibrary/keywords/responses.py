@@ -71,18 +71,18 @@ class ResponseKeywords(LibraryComponent):
         for event in self.ctx.history.select(mark, direction=SENT, types="user_message", connection=session.alias):
             if event.message_id:
                 attempts[event.message_id] = attempts.get(event.message_id, 0) + 1
-        pending = set(attempts)
+        pending = dict.fromkeys(attempts)  # in send order
 
         def settled() -> bool:
             for message_id in list(pending):
                 if session.replies_since(message_id, mark, OUTCOME_TYPES) >= attempts[message_id]:
-                    pending.discard(message_id)
+                    del pending[message_id]
             return not pending
 
         def describe() -> str:
-            waiting = sorted(pending)
+            waiting = list(pending)
             shown = ", ".join(waiting[:10]) + (f" and {len(waiting) - 10} more" if len(waiting) > 10 else "")
-            return f"waiting for replies to {len(attempts)} messages; still unanswered: {shown}"
+            return f"waiting for replies to {len(attempts)} messages; {len(waiting)} got no reply (lost or late): {shown}"
 
         limit = seconds(timeout) or 30.0
         try:

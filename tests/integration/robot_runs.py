@@ -1,0 +1,73 @@
+"""Run a Robot suite in a subprocess and read each test's status and message from output.xml."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from robot.api import ExecutionResult, ResultVisitor
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: str
+    message: str
+
+
+@dataclass
+class SuiteRun:
+    returncode: int
+    outcomes: dict[str, Outcome]
+    output_dir: Path
+    console: str
+
+    @property
+    def failed(self) -> set[str]:
+        return {name for name, outcome in self.outcomes.items() if outcome.status == "FAIL"}
+
+    @property
+    def passed(self) -> set[str]:
+        return {name for name, outcome in self.outcomes.items() if outcome.status == "PASS"}
+
+
+class _Collector(ResultVisitor):
+    def __init__(self) -> None:
+        self.outcomes: dict[str, Outcome] = {}
+
+    def visit_test(self, test) -> None:
+        self.outcomes[test.name] = Outcome(test.status, test.message)
+
+
+def run_suite(
+    suite: str,
+    output_dir: Path,
+    *,
+    variables: dict[str, str] | None = None,
+    variable_files: list[str] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 240,
+) -> SuiteRun:
+    command = [sys.executable, "-m", "robot", "--outputdir", str(output_dir), "--console", "dotted"]
+    for name, value in (variables or {}).items():
+        command += ["--variable", f"{name}:{value}"]
+    for path in variable_files or []:
+        command += ["--variablefile", str(ROOT / path)]
+    command.append(str(ROOT / "suites" / suite))
+    environment = {**os.environ, **(env or {})}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "libraries")] + [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    completed = subprocess.run(
+        command, cwd=ROOT, env=environment, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    output = output_dir / "output.xml"
+    if not output.exists():
+        raise AssertionError(f"robot wrote no output.xml (exit {completed.returncode}):\n{completed.stdout}\n{completed.stderr}")
+    collector = _Collector()
+    ExecutionResult(str(output)).visit(collector)
+    return SuiteRun(completed.returncode, collector.outcomes, output_dir, completed.stdout + completed.stderr)

@@ -1,0 +1,172 @@
+"""MessagingLibrary's keywords called from Python against a real apex-mock process.
+
+These pin the behaviours a QA engineer relies on: specific errors for refused connections and
+bad tokens, replies routed by request_id, bad frames answered with errors on a connection that
+stays usable, waits that end at their timeout, and checks that fail naming messages.
+"""
+
+import socket
+import time
+from datetime import timedelta
+
+import pytest
+from robot.api.types import Secret
+
+from MessagingLibrary import MessagingLibrary
+from MessagingLibrary.engine.mock_process import start_mock
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory):
+    process = start_mock(log_file=tmp_path_factory.mktemp("mock") / "mock.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def lib(mock):
+    library = MessagingLibrary(timeout=timedelta(seconds=5))
+    kw = Keywords(library)
+    kw.configure_target(mock.url, Secret("unit"), admin_token=Secret("admin-unit"))
+    yield kw
+    library._close()
+
+
+class Keywords:
+    """Calls keywords by their Python names, as Robot would after argument conversion."""
+
+    def __init__(self, library: MessagingLibrary) -> None:
+        self.library = library
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            return self.library.run_keyword(name, list(args), kwargs)
+
+        return call
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_connection_refused_is_named(lib):
+    url = f"ws://127.0.0.1:{free_port()}/ws"
+    with pytest.raises(AssertionError, match="connection refused"):
+        lib.connect("nowhere", url=url, timeout=timedelta(seconds=2))
+
+
+def test_missing_and_malformed_tokens_get_http_401(lib):
+    with pytest.raises(AssertionError, match="HTTP 401.*Check the token"):
+        lib.connect("anonymous", authenticate=False)
+    with pytest.raises(AssertionError, match="HTTP 401"):
+        lib.connect("bad", token=Secret("has spaces and ünïcode"))
+
+
+def test_tokens_never_appear_in_errors_or_frames(lib):
+    lib.connect("main")
+    info = lib.get_session_info()
+    assert info["user_id"].startswith("user-") and "unit" not in info["user_id"]
+
+
+def test_state_queries_never_steal_chat_replies(lib):
+    lib.connect("main")
+    lib.configure_session(processing_ms=50)
+    lib.send_numbered_messages(5, timedelta(0))
+    for _ in range(5):
+        lib.get_agent_state()  # interleaved with replies still being produced
+    assert lib.wait_for_responses(5) == 5
+    lib.responses_should_be_in_send_order()
+    assert lib.get_agent_state("message_count") == 5
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ("this is not json", "bad_json"),
+        ("[1, 2, 3]", "bad_json"),
+        ('{"type": "no_such_type"}', "unknown_type"),
+        ('{"type": "user_message", "content": "no id"}', "missing_field"),
+        ('{"type": "user_message", "message_id": 7}', "bad_field"),
+    ],
+)
+def test_bad_frames_get_an_error_and_the_connection_stays_usable(lib, frame, code):
+    lib.connect("main")
+    lib.send_raw_frame(frame)
+    assert lib.wait_for_responses(1, "error") == 1
+    assert lib.get_responses("error")[0]["code"] == code
+    lib.send_message("still here", "after-error")
+    lib.wait_for_responses(1)
+    lib.connection_should_be_open()
+
+
+def test_wait_ends_at_its_timeout_with_a_specific_message(lib):
+    lib.connect("main")
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"Timed out after 0.5 s waiting for 3 ai_response \(got 0\)"):
+        lib.wait_for_responses(3, timeout=timedelta(milliseconds=500))
+    assert time.monotonic() - started < 3
+
+
+def test_server_closing_mid_wait_is_reported_with_its_close_code(lib):
+    lib.connect("main")
+    lib.send_raw_frame("x" * (2**20 + 10))  # over 1 MiB: the server closes with 1009
+    with pytest.raises(AssertionError, match="closed by the server or the network, code 1009"):
+        lib.wait_for_responses(1, timeout=timedelta(seconds=5))
+    assert lib.get_disconnection_count() == 1
+
+
+def test_settle_names_unanswered_messages(lib):
+    lib.connect("main")
+    lib.configure_session(processing_ms=2000)
+    lib.send_numbered_messages(2, timedelta(0))
+    with pytest.raises(AssertionError, match=r"got no reply \(lost or late\): seq-msg-(0, seq-msg-)?1"):
+        lib.wait_until_messages_are_settled(timedelta(milliseconds=300))
+    assert lib.wait_until_messages_are_settled(timedelta(milliseconds=300), must_settle=False) >= 1
+
+
+def test_measuring_keywords_assert_with_operators_and_time_strings(lib):
+    from assertionengine import AssertionOperator as Op
+
+    lib.connect("main")
+    lib.send_numbered_messages(3, timedelta(milliseconds=5))
+    lib.wait_until_messages_are_settled()
+    assert lib.get_delivery_ratio(Op[">="], "1") == 1.0
+    assert lib.get_response_time(lib_statistic("p95"), Op["<"], "2 s") < 2
+    with pytest.raises(AssertionError, match=r"response time max was .* s, expected < 0.0001 s"):
+        lib.get_response_time(lib_statistic("max"), Op["<"], "0.1 ms")
+    with pytest.raises(AssertionError, match="agent_state.message_count was 3, expected == 4"):
+        lib.get_agent_state("message_count", Op["=="], "4")
+    with pytest.raises(AssertionError, match="agent_state has no field 'nope'"):
+        lib.get_agent_state("nope")
+
+
+def test_reconnect_comes_back_as_the_same_user(lib):
+    lib.connect("main")
+    first = lib.get_session_info()["user_id"]
+    lib.drop_connection()
+    assert lib.reconnect() < 5
+    assert lib.get_session_info()["user_id"] == first
+    lib.connect("second", same_user_as="main")
+    assert lib.get_session_info("second")["user_id"] == first
+
+
+def test_bad_keyword_input_names_the_problem(lib):
+    lib.connect("main")
+    with pytest.raises(ValueError, match="count must be at least 1"):
+        lib.send_numbered_messages(0)
+    with pytest.raises(ValueError, match="Bad template 'id-{n}'"):
+        lib.send_numbered_messages(1, message_id="id-{n}")
+    with pytest.raises(ValueError, match="unknown field"):
+        lib.send_messages([{"content": "x", "colour": "red"}])
+    with pytest.raises(RuntimeError, match="No connection with alias 'ghost'"):
+        lib.disconnect("ghost")
+    with pytest.raises(ValueError, match="must start with ws://"):
+        lib.configure_target("http://example.invalid/ws", Secret("t"))
+
+
+def lib_statistic(name):
+    from MessagingLibrary.keywords.checks import Statistic
+
+    return Statistic(name)
