@@ -5,11 +5,12 @@ See the library documentation (``libdoc MessagingLibrary``), DESIGN.md and docs/
 
 from __future__ import annotations
 
+import uuid
 from datetime import timedelta
 
 from robotlibcore import DynamicCore
 
-from .context import Context, seconds
+from .context import Context, UserStrategy, seconds
 from .engine.mock_process import MockProcess
 from .engine.session import Session
 from .keywords import (
@@ -107,6 +108,8 @@ class MessagingLibrary(DynamicCore):
         self.ctx.scope = self.ctx.suite_scope = self._suites[-1] if self._suites else "library"
 
     def _start_test(self, data, result) -> None:
+        fixed = self.ctx.target.strategy is UserStrategy.fixed
+        self.ctx.id_suffix = f"~{uuid.uuid4().hex[:8]}" if fixed else ""
         self.ctx.scope = f"test:{data.id}"
         self.ctx.test_mark = self.ctx.history.mark()
         self.ctx.measurements = []

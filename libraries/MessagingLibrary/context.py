@@ -84,6 +84,9 @@ class Context:
     test_mark: int = 0
     default_timeout: float = 10.0
     last_send: dict[str, Any] | None = None
+    #: Appended to generated message ids when test users are not fresh (strategy ``fixed``),
+    #: so a rerun's ``seq-msg-0`` is not rejected as a duplicate of the last run's.
+    id_suffix: str = ""
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self) -> int:

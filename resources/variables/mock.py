@@ -16,5 +16,5 @@ APEX_ADMIN_TOKEN = Secret("admin-qa")
 APEX_USER_STRATEGY = "derive"
 APEX_AUTH_URL = ""
 APEX_MOCK_FAULTS = ""
-#: Set by a variable file that cannot configure its target; the suite setup stops the run with it.
+#: Set by a variable file that cannot configure its target; the suite setup fails with it, so no test runs.
 APEX_CONFIG_ERROR = ""

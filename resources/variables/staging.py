@@ -11,7 +11,7 @@ Everything comes from environment variables; nothing secret is kept in files or 
 | APEX_USER_STRATEGY | optional                        | ``derive`` (default), ``auth_url`` or ``fixed``  |
 
 ``robot -V resources/variables/staging.py suites/``. When something needed is missing, the
-suite setup stops the whole run with a message naming it.
+suite setup fails with a message naming it, so no test runs.
 """
 
 import os

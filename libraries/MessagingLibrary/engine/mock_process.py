@@ -82,7 +82,6 @@ def start_mock(
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
-        start_new_session=True,
     )
     lines: queue.Queue[str | None] = queue.Queue()
 

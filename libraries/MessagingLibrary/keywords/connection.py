@@ -53,6 +53,10 @@ class ConnectionKeywords(LibraryComponent):
         | auth_url   | a token returned by POST to ``auth_url`` (JSON ``{"token": ...}``)      |
         | fixed      | ``token`` as is: counts become relative; pristine-user tests are skipped |
 
+        With ``fixed``, message ids the library generates (``seq-msg-{i}``, ``burst-…``,
+        ``conv-{i}``) get a per-test suffix ``~<8 hex>`` so a rerun is not rejected as
+        duplicates of the previous run within the server's duplicate window.
+
         | Configure Target    ${url}    ${APEX_TOKEN}    admin_token=${APEX_ADMIN_TOKEN}
         """
         if not url.startswith(("ws://", "wss://")):

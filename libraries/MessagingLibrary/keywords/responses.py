@@ -102,20 +102,22 @@ class ResponseKeywords(LibraryComponent):
         *,
         message_id: str | None = None,
         alias: str | None = None,
+        message: str = "",
     ) -> int:
         """Returns how many ``response_type`` frames arrived since the test started, optionally asserting it.
 
         ``message_id`` counts only frames about that message. Counts every connection unless
-        ``alias`` is given.
+        ``alias`` is given. ``message`` is added to the failure message (say what it means).
 
         | Get Response Count    ai_response    ==    1    message_id=unique-message-12345
+        | Get Response Count    queue_full    >    0    message=The server never signalled backpressure
         | ${full} =    Get Response Count    queue_full
         """
         events = self.ctx.history.select(
             self.ctx.test_mark, direction=RECEIVED, types=response_type, connection=alias, message_id=message_id
         )
         name = f"{response_type} count" + (f" for {message_id}" if message_id else "")
-        return self.ctx.check(name, len(events), operator, expected, unit="count")
+        return self.ctx.check(name, len(events), operator, expected, unit="count", message=message)
 
     @keyword(tags=("responses",))
     def get_responses(
