@@ -75,7 +75,6 @@ def responses_in_send_order(
             first_sent[key] = order
             sent_event[key] = event
             order += 1
-    # Which connection sent each message_id (a reply may come back on the same alias only).
     result = CheckResult("Responses in send order", 0)
     latest: dict[str, tuple[int, Event]] = {}
     seen: set[tuple[str, str]] = set()

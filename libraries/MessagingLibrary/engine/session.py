@@ -135,9 +135,13 @@ class Session:
         history: History,
         *,
         headers: dict[str, str] | None = None,
+        token: str | None = None,
         ping_interval: float | None = 20.0,
     ) -> None:
         self.alias = alias
+        #: The user's token, kept to reconnect or open a second connection as the same user.
+        #: Never logged, never part of a message.
+        self.token = token
         self.url = url
         self.history = history
         self._headers = dict(headers or {})

@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from assertionengine import AssertionOperator
-from robot.api import logger
+from robot.api import SkipExecution, logger
 from robot.api.deco import keyword
 from robot.api.types import Secret
 
@@ -80,8 +80,6 @@ class ConnectionKeywords(LibraryComponent):
         | Require Pristine Test User
         """
         if self.ctx.target.strategy is UserStrategy.fixed:
-            from robot.api import SkipExecution  # noqa: PLC0415
-
             raise SkipExecution(
                 "Needs a fresh test user, but the target uses user_strategy=fixed (APEX_TOKEN as is)."
             )
@@ -154,8 +152,7 @@ class ConnectionKeywords(LibraryComponent):
         limit = seconds(timeout) or 10.0
 
         async def _open() -> Session:
-            session = Session(alias, target_url, self.ctx.history, headers=handshake)
-            session.token = token_value  # type: ignore[attr-defined]  (never logged)
+            session = Session(alias, target_url, self.ctx.history, headers=handshake, token=token_value)
             await session.open(limit)
             return session
 
@@ -173,7 +170,7 @@ class ConnectionKeywords(LibraryComponent):
         if token is not None:
             return _reveal(token)
         if same_user_as is not None:
-            return getattr(self.ctx.session(same_user_as), "token", None)
+            return self.ctx.session(same_user_as).token
         if admin:
             if not self.ctx.target.admin_token:
                 raise RuntimeError("This needs an admin connection, but no admin token is set (APEX_ADMIN_TOKEN).")

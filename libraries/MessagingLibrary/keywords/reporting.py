@@ -64,7 +64,7 @@ class ReportingKeywords(LibraryComponent):
         mode = "ab" if path in self._written else "wb"
         self._written.add(path)
         with path.open(mode) as out:
-            out.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
+            out.write(orjson.dumps(record) + b"\n")
         logger.info(_table(rows), html=True)
         return record["measurements"]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import psutil
 from assertionengine import AssertionOperator
-from robot.api import logger
+from robot.api import SkipExecution, logger
 from robot.api.deco import keyword
 
 from ..context import LibraryComponent
@@ -81,8 +81,6 @@ class ResourceKeywords(LibraryComponent):
             raise RuntimeError("No memory baseline: call 'Take Memory Baseline' first.")
         before, now = self._baseline[process], self._rss(process)
         if before is None or now is None:
-            from robot.api import SkipExecution  # noqa: PLC0415
-
             raise SkipExecution(f"The {process.value} process's memory cannot be read on this target.")
         growth = round((now - before) / MB, 3)
         return self.ctx.check(
