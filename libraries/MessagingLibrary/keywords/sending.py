@@ -150,7 +150,7 @@ class SendingKeywords(LibraryComponent):
         session = self.ctx.session(alias)
         step = int((seconds(interval) or 0.0) * NS)
         frames = []
-        for n, i in enumerate(range(first, first + count)):
+        for i in range(first, first + count):
             chosen = Priority.high if high_priority_every and i % high_priority_every == 0 else priority
             frames.append(
                 user_message(
