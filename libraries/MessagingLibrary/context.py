@@ -49,6 +49,11 @@ class Measurement:
     expected: Any = None
     passed: bool | None = None
 
+    @classmethod
+    def exact(cls, name: str, value: Any, expected: Any, unit: str = "count") -> Measurement:
+        """A row for a value that must equal ``expected`` (a count of violations, say)."""
+        return cls(name, value, unit, "==", expected, value == expected)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -83,7 +88,6 @@ class Context:
     suite_scope: str = "library"
     test_mark: int = 0
     default_timeout: float = 10.0
-    last_send: dict[str, Any] | None = None
     #: Appended to generated message ids when test users are not fresh (strategy ``fixed``),
     #: so a rerun's ``seq-msg-0`` is not rejected as a duplicate of the last run's.
     id_suffix: str = ""
@@ -92,6 +96,10 @@ class Context:
     def next_id(self) -> int:
         """A number unique within this library instance (for generated message ids)."""
         return next(self._ids)
+
+    def generated_id(self, message_id: str) -> str:
+        """A message id the library made up, with the per-test suffix when users are not fresh."""
+        return message_id + self.id_suffix
 
     # -- connections -------------------------------------------------------------------------
 

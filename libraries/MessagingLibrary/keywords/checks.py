@@ -51,7 +51,7 @@ class CheckKeywords(LibraryComponent):
         return [e for e in events if e.connection == alias] if alias else events
 
     def _enforce(self, result: checks.CheckResult) -> int:
-        self.ctx.measurements.append(_check_row(result))
+        self.ctx.measurements.append(Measurement.exact(result.name, len(result.problems), 0, "violations"))
         logger.info(result.summary())
         result.raise_if_failed()
         return result.checked
@@ -231,6 +231,3 @@ class CheckKeywords(LibraryComponent):
         )
         return self.ctx.check(name, round(len(kept) / len(chosen), 6), operator, expected, unit="ratio", message=detail)
 
-
-def _check_row(result: checks.CheckResult) -> Measurement:
-    return Measurement(result.name, len(result.problems), "violations", "==", 0, result.ok)

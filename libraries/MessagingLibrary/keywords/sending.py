@@ -70,7 +70,6 @@ class SendingKeywords(LibraryComponent):
         limit = seconds(timeout) if timeout is not None else span + self.ctx.default_timeout
         report: SendReport = self.ctx.run(session.send_scheduled(frames, offsets_ns), limit, what)
         result = {**report.as_dict(), "scheduled_s": round(span, 6), "connection": session.alias}
-        self.ctx.last_send = result
         logger.info(
             f"{what}: sent {report.count} in {report.duration_s:.3f} s (schedule {span:.3f} s); "
             f"lateness max {report.max_lateness_s * 1000:.1f} ms, mean {report.mean_lateness_s * 1000:.2f} ms."
@@ -100,7 +99,7 @@ class SendingKeywords(LibraryComponent):
         | Send Message    Load customer database    m1    sequence_id=0    target_agents=${{["data"]}}
         """
         session = self.ctx.session(alias)
-        message_id = message_id or f"msg-{self.ctx.next_id()}{self.ctx.id_suffix}"
+        message_id = message_id or self.ctx.generated_id(f"msg-{self.ctx.next_id()}")
         frame = user_message(
             message_id,
             content,
@@ -154,7 +153,7 @@ class SendingKeywords(LibraryComponent):
             chosen = Priority.high if high_priority_every and i % high_priority_every == 0 else priority
             frames.append(
                 user_message(
-                    _template(message_id, i=i) + self.ctx.id_suffix,
+                    self.ctx.generated_id(_template(message_id, i=i)),
                     _template(content, i=i),
                     sequence_id=i,
                     priority=chosen,
@@ -184,14 +183,13 @@ class SendingKeywords(LibraryComponent):
         if not messages:
             raise ValueError("Send Messages needs at least one message.")
         session = self.ctx.session(alias)
-        frames = [self._frame_from_spec(position, spec, self.ctx.id_suffix) for position, spec in enumerate(messages)]
+        frames = [self._frame_from_spec(position, spec) for position, spec in enumerate(messages)]
         step = int((seconds(interval) or 0.0) * NS)
         return self._send_schedule(
             session, frames, [n * step for n in range(len(frames))], None, f"Sent {len(frames)} messages"
         )
 
-    @staticmethod
-    def _frame_from_spec(position: int, spec: Any, suffix: str = "") -> dict[str, Any]:
+    def _frame_from_spec(self, position: int, spec: Any) -> dict[str, Any]:
         if not isinstance(spec, dict) or "content" not in spec:
             raise ValueError(f"Message {position} must be a dictionary with at least 'content', got {spec!r}.")
         unknown = set(spec) - {"content", "message_id", "sequence_id", "priority", "target_agents", "shared_state_key"}
@@ -208,7 +206,7 @@ class SendingKeywords(LibraryComponent):
             raise ValueError(f"Message {position} has priority {priority!r}; use one of {names}.") from None
         sequence = spec.get("sequence_id", position)
         return user_message(
-            str(spec.get("message_id") or f"m-{position}{suffix}"),
+            str(spec.get("message_id") or self.ctx.generated_id(f"m-{position}")),
             str(spec["content"]),
             sequence_id=int(sequence) if sequence is not None else None,
             priority=chosen,
@@ -275,7 +273,7 @@ class SendingKeywords(LibraryComponent):
             for m in range(burst_size):
                 frames.append(
                     user_message(
-                        _template(message_id, b=b, m=m) + self.ctx.id_suffix,
+                        self.ctx.generated_id(_template(message_id, b=b, m=m)),
                         _template(content, b=b, m=m),
                         sequence_id=len(frames),
                     )
@@ -326,7 +324,7 @@ class SendingKeywords(LibraryComponent):
                 delay = start + i * step - time.perf_counter_ns()
                 if delay > 0:
                     await asyncio.sleep(delay / NS)
-                mid = _template(message_id, i=i) + self.ctx.id_suffix
+                mid = self.ctx.generated_id(_template(message_id, i=i))
                 frame = user_message(mid, content, sequence_id=i, end_of_conversation=i == len(contents) - 1)
                 await session.send(frame, intended_ns=start + i * step)
                 await session.wait_until(

@@ -198,7 +198,7 @@ class StateKeywords(LibraryComponent):
         wrong = []
         for name, count in expected.items():
             got = (agents.get(name) or {}).get("messages_processed")
-            self.ctx.measurements.append(_row(f"agent {name} messages_processed", got, int(count)))
+            self.ctx.measurements.append(Measurement.exact(f"agent {name} messages_processed", got, int(count)))
             if got != int(count):
                 wrong.append(f"agent {name} processed {got}, expected {count}")
         if wrong:
@@ -223,7 +223,7 @@ class StateKeywords(LibraryComponent):
             for key, held in sorted(shared.items())
             if len({repr(v) for v in held.values()}) > 1
         ]
-        self.ctx.measurements.append(_row("shared-state keys that disagree", len(problems), 0))
+        self.ctx.measurements.append(Measurement.exact("shared-state keys that disagree", len(problems), 0))
         if problems:
             raise AssertionError(f"Agents disagree on {len(problems)} shared-state key(s): " + "; ".join(problems) + ".")
         if not shared:
@@ -251,7 +251,7 @@ class StateKeywords(LibraryComponent):
                 if got != expected:
                     agent = contribution.get("agent") if isinstance(contribution, dict) else contribution
                     problems.append(f"{event.message_id}: agent {agent} processed sequence {got}, expected {expected}")
-        self.ctx.measurements.append(_row("contributions with the wrong sequence", len(problems), 0))
+        self.ctx.measurements.append(Measurement.exact("contributions with the wrong sequence", len(problems), 0))
         if problems:
             raise AssertionError("Contributing agents out of step: " + "; ".join(problems) + ".")
         if checked == 0:
@@ -293,6 +293,3 @@ class StateKeywords(LibraryComponent):
             rtts.append((time.perf_counter_ns() - started) / 1e9)
         return {"min_s": min(rtts), "mean_s": sum(rtts) / len(rtts), "max_s": max(rtts)}
 
-
-def _row(name: str, value: Any, expected: Any) -> Measurement:
-    return Measurement(name, value, "count", "==", expected, value == expected)
