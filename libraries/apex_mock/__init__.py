@@ -10,11 +10,13 @@ Run ``apex-mock --help`` (or ``python -m apex_mock --help``). Programmatic use::
 
 from .core import Settings, UserCore, user_id_for_token
 from .faults import FAULTS, describe_faults, parse_faults
+from .offline import OfflineQueue
 from .server import MockServer
 
 __all__ = [
     "FAULTS",
     "MockServer",
+    "OfflineQueue",
     "Settings",
     "UserCore",
     "describe_faults",

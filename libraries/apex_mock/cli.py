@@ -8,10 +8,11 @@ import logging
 import signal
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 from . import faults as F
-from .server import MockServer
+from .offline import OVERFLOW_POLICIES
+from .server import WITHOUT_CHOICES, MockServer
 
 
 class _JsonLineFormatter(logging.Formatter):
@@ -63,13 +64,24 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0: {text}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="apex-mock",
         description=(
             "Mock Apex chat server: JSON over WebSocket at ws://HOST:PORT/ws, "
             "'Authorization: Bearer <token>' on the handshake, GET /health -> 200 ok. "
-            "Per-user semantics are real (ordering, idempotency, backpressure, agent state); "
+            "Per-user semantics are real (ordering, idempotency, backpressure, agent state, "
+            "offline queue); "
             "--fault breaks exactly one guarantee, deterministically."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -88,6 +100,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="waiting messages per user before queue_full (default: %(default)s)")
     parser.add_argument("--duplicate-window-s", type=_non_negative_float, default=300.0,
                         help="how long a message_id is remembered per user (default: %(default)s)")
+    parser.add_argument("--offline-capacity", type=_int_range(1), default=100,
+                        help="offline entries held per user, waiting + unacked (default: %(default)s)")
+    parser.add_argument("--overflow-policy", choices=OVERFLOW_POLICIES, default="drop_oldest",
+                        help="what a full offline queue does with one more message (default: %(default)s)")
+    parser.add_argument("--offline-ttl-s", type=_positive_float, default=300.0,
+                        help="seconds an offline entry may wait before it expires (default: %(default)s)")
+    parser.add_argument("--without", action="append", default=[], metavar="OPERATION",
+                        choices=sorted(WITHOUT_CHOICES),
+                        help="answer this test-control operation with 'error unsupported', like a "
+                             "production-like server (repeatable: %(choices)s)")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio loop even if uvloop is installed")
     return parser
@@ -99,6 +121,10 @@ async def _serve(args: argparse.Namespace, faults: frozenset[str]) -> int:
         processing_ms=args.processing_ms,
         queue_capacity=args.queue_capacity,
         duplicate_window_s=args.duplicate_window_s,
+        offline_capacity=args.offline_capacity,
+        overflow_policy=args.overflow_policy,
+        offline_ttl_s=args.offline_ttl_s,
+        without=args.without,
     )
     try:
         await server.start(args.host, args.port)

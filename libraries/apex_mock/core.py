@@ -1,14 +1,15 @@
 """Pure per-user semantics of the Apex mock (no sockets, no event loop).
 
 Everything a user owns lives in :class:`UserCore`: settings, the inbound queue,
-the duplicate window, the agent state, the configured agents, counters and the
-response-stream fault pipeline. The server (``server.py``) feeds it decoded
-frames and drives its worker; tests drive it directly with a fake clock.
+the duplicate window, the agent state, the configured agents, counters, the
+response-stream fault pipeline and the offline queue (``offline.py``). The
+server (``server.py``) feeds it decoded frames and drives its worker; tests
+drive it directly with a fake clock.
 
 Clocks are injectable:
 
-* ``clock``   -- monotonic seconds (float); used for the duplicate window;
-* ``wall_ns`` -- wall-clock nanoseconds; used for ``processed_at_ns``;
+* ``clock``   -- monotonic seconds (float); duplicate window and offline expiry;
+* ``wall_ns`` -- wall-clock nanoseconds; ``processed_at_ns`` and ``queued_at``;
 * ``rss``     -- callable returning the server process RSS in bytes.
 """
 
@@ -19,18 +20,18 @@ import math
 import re
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from . import faults as F
+from .offline import OVERFLOW_POLICIES, PRIORITIES, OfflineQueue, Outcome
 
-PRIORITIES = ("critical", "high", "normal", "low")
 HEADROOM_PRIORITIES = frozenset({"critical", "high"})
-OVERFLOW_POLICIES = ("drop_oldest", "drop_newest", "reject")
 HEADROOM_FRACTION = 0.1
-PENDING_REPLIES_CAP = 10_000  # interim offline list; oldest dropped beyond this
 
 TOKEN_RE = re.compile(r"[A-Za-z0-9._~-]{1,200}")
+USER_ID_RE = re.compile(r"user-[0-9a-f]{16}")
 
 _NOTHING = object()
 
@@ -116,6 +117,58 @@ def _optional_priority(frame: dict) -> str:
     return v
 
 
+def _optional_str(frame: dict, name: str) -> str:
+    v = frame.get(name)
+    if v is None:
+        return ""
+    if not isinstance(v, str):
+        raise ProtocolError("bad_field", f"field '{name}' must be a string")
+    return v
+
+
+def validate_user_id(frame: dict, name: str) -> str:
+    """A required user id, as in ``session_started.user_id``."""
+    v = _required_str(frame, name)
+    if not USER_ID_RE.fullmatch(v):
+        raise ProtocolError(
+            "bad_field",
+            f"field '{name}' must be a user id as in session_started.user_id "
+            "('user-' followed by 16 lowercase hex digits)",
+        )
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    to_user: str
+    message_id: str
+    content: str
+    priority: str
+    ttl_s: float | None
+
+
+def validate_push(frame: dict) -> PushRequest:
+    """Fields of an admin ``push`` frame; raise ProtocolError (missing_field / bad_field)."""
+    to_user = validate_user_id(frame, "to_user")
+    message_id = _required_str(frame, "message_id")
+    content = _optional_str(frame, "content")
+    priority = _optional_priority(frame)
+    ttl = frame.get("ttl_s")
+    if ttl is not None and not (_is_number(ttl) and ttl > 0):
+        raise ProtocolError("bad_field", "field 'ttl_s' must be a number > 0")
+    return PushRequest(to_user, message_id, content, priority, ttl)
+
+
+def validate_ack(frame: dict) -> list[str]:
+    """``delivery_ids`` of an ``ack`` frame; raise ProtocolError (missing_field / bad_field)."""
+    ids = frame.get("delivery_ids")
+    if ids is None:
+        raise ProtocolError("missing_field", "missing required field 'delivery_ids'")
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i for i in ids):
+        raise ProtocolError("bad_field", "field 'delivery_ids' must be a list of non-empty strings")
+    return ids
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -131,7 +184,7 @@ class Settings:
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
-    def copy(self) -> "Settings":
+    def copy(self) -> Settings:
         return Settings(**self.as_dict())
 
 
@@ -162,6 +215,16 @@ def validate_settings(frame: dict) -> dict[str, Any]:
             raise ProtocolError("bad_field", f"field '{key}' must be {expected}")
         changes[key] = value
     return changes
+
+
+def settings_problems(settings: Settings) -> str:
+    """Why ``settings`` breaks SETTING_RULES ("" if it does not): for MockServer's defaults."""
+    problems = []
+    for name, (check, expected) in SETTING_RULES.items():
+        value = getattr(settings, name)
+        if not check(value):
+            problems.append(f"{name} must be {expected}, got {value!r}")
+    return "; ".join(problems)
 
 
 # --------------------------------------------------------------------------- jobs / agents
@@ -261,6 +324,7 @@ class UserCore:
             "configure_session",
             "configure_agents",
             "get_all_agent_states",
+            "ack",
         }
     )
 
@@ -273,6 +337,7 @@ class UserCore:
         clock: Callable[[], float] = time.monotonic,
         wall_ns: Callable[[], int] = time.time_ns,
         rss: Callable[[], int] = lambda: 0,
+        delivery_ids: Callable[[], str] | None = None,
     ):
         self.user_id = user_id
         self.settings = settings.copy() if settings else Settings()
@@ -303,7 +368,14 @@ class UserCore:
         self.duplicate_total = 0
         # outbound
         self.responses = ResponseFaults(self.faults)
-        self.pending_replies: deque[Any] = deque(maxlen=PENDING_REPLIES_CAP)
+        self.offline = OfflineQueue(
+            lambda: self.settings,
+            self.faults,
+            clock=clock,
+            wall_ns=wall_ns,
+            new_delivery_id=delivery_ids,
+        )
+        self.throughput_dropped_total = 0  # throughput_responses with nobody to send them to
 
     # ------------------------------------------------------------------ dispatch
 
@@ -329,6 +401,9 @@ class UserCore:
                 return [self.configure_agents(frame)], None
             if t == "get_all_agent_states":
                 return [self.all_agent_states(frame)], None
+            if t == "ack":
+                self.offline.ack(validate_ack(frame))
+                return [], None  # ack has no reply
         except ProtocolError as exc:
             return [error_frame(exc.code, exc.message, frame)], None
         return [error_frame("unknown_type", f"unknown type {t!r}", frame)], None
@@ -379,8 +454,7 @@ class UserCore:
     def _enqueue(self, job: Job) -> None:
         self.queue.append(job)
         self.admitted_total += 1
-        if len(self.queue) > self.max_queue_size_seen:
-            self.max_queue_size_seen = len(self.queue)
+        self.max_queue_size_seen = max(self.max_queue_size_seen, len(self.queue))
 
     def admit_user_message(self, frame: dict, origin: Any = None) -> tuple[list[dict], Job | None]:
         message_id = _required_str(frame, "message_id")
@@ -593,7 +667,7 @@ class UserCore:
             + len(self.queue)
             + (1 if self.in_flight is not None else 0)
             + sum(1 + len(a.shared_state) for a in self.agents.values())
-            + len(self.pending_replies)
+            + self.offline_held()
             + (1 if self.responses.held is not None else 0)
         )
 
@@ -612,10 +686,19 @@ class UserCore:
             corrupted=self._invariants_broken(count, last_seq, ids, history, last),
         )
 
+    def offline_held(self) -> int:
+        """Offline entries held for the user (waiting + unacked), after a sweep."""
+        self.offline.sweep()
+        return self.offline.held
+
     def queue_state(self, request: dict | None = None) -> dict:
+        offline = self.offline
+        offline.sweep()
+        settings = self.settings
         return reply(
             "queue_state",
             request,
+            user_id=self.user_id,
             queue_size=len(self.queue),
             in_flight=1 if self.in_flight is not None else 0,
             capacity=self.settings.queue_capacity,
@@ -625,7 +708,19 @@ class UserCore:
             processed_total=self.processed_total,
             queue_full_total=self.queue_full_total,
             duplicate_total=self.duplicate_total,
-            processing_ms=self.settings.processing_ms,
+            processing_ms=settings.processing_ms,
+            throughput_dropped_total=self.throughput_dropped_total,
+            offline_size=offline.waiting_count,
+            offline_unacked=offline.unacked_count,
+            offline_capacity=settings.offline_capacity,
+            overflow_policy=settings.overflow_policy,
+            offline_ttl_s=settings.offline_ttl_s,
+            offline_queued_total=offline.queued_total,
+            offline_delivered_total=offline.delivered_total,
+            offline_dropped_total=offline.dropped_total,
+            offline_rejected_total=offline.rejected_total,
+            offline_expired_total=offline.expired_total,
+            offline_redelivered_total=offline.redelivered_total,
         )
 
     def configure_session(self, request: dict) -> dict:
@@ -663,12 +758,23 @@ class UserCore:
             corrupted=agents_broken or self.corrupted(),
         )
 
-    # ------------------------------------------------------------------ interim offline list
+    # ------------------------------------------------------------------ offline queue
 
-    def take_pending(self) -> list[Any]:
-        items = list(self.pending_replies)
-        self.pending_replies.clear()
-        return items
+    def store_undeliverable(self, frame: dict) -> Outcome | None:
+        """A finished response whose user has no open connection.
+
+        An ``ai_response`` goes to the offline queue (kind ``reply``, the message's
+        priority and message_id; the frame is delivered later with the delivery
+        fields added). A ``throughput_response`` is discarded and counted in
+        ``throughput_dropped_total`` (returns None): ``throughput_test`` has no
+        deduplication, so a client that resends after a drop is answered anyway.
+        """
+        if frame.get("type") != "ai_response":
+            self.throughput_dropped_total += 1
+            return None
+        return self.offline.offer(
+            frame["message_id"], frame.get("priority") or "normal", "reply", frame
+        )
 
 
 def _request_echo(frame: dict) -> dict:

@@ -12,8 +12,8 @@ Adding a fault is two steps:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,66 @@ AGENT_DESYNC = _register(
 SLOW = _register(
     "slow",
     "latency",
-    "every produced response is sent 1200 ms late (order kept; processing speed unchanged)",
+    "every produced response, and the offline deliveries sent on connect, go out 1200 ms late "
+    "(order kept; processing speed and session_started unchanged)",
+)
+
+# Offline-queue faults (apex_mock/offline.py, except slow_reconnect: server.py).
+IGNORE_PRIORITY_OFFLINE = _register(
+    "ignore_priority_offline",
+    "offline priority order",
+    "offline deliveries go out FIFO by acceptance order, ignoring priority",
+)
+IGNORE_TTL = _register(
+    "ignore_ttl",
+    "offline expiry",
+    "offline entries never expire: they keep taking capacity and are delivered however old",
+)
+EVICT_HIGHEST = _register(
+    "evict_highest",
+    "overflow priority",
+    "drop_oldest evicts the oldest waiting entry of the HIGHEST priority present and always "
+    "accepts the incoming one (when anything is waiting)",
+)
+LOSE_OFFLINE = _register(
+    "lose_offline",
+    "offline durability",
+    "on connect, session_started announces the real queued count, then the waiting entries are "
+    "discarded: not delivered, not counted anywhere",
+)
+NO_REDELIVERY = _register(
+    "no_redelivery",
+    "at-least-once delivery",
+    "when a connection closes, its unacked offline deliveries are discarded as if acked "
+    "(never redelivered)",
+)
+DUPLICATE_DELIVERY = _register(
+    "duplicate_delivery",
+    "exactly-once per delivery pass",
+    "in every offline delivery pass the first delivery frame is sent twice (identical frames, "
+    "same delivery_id)",
+)
+POLICY_CONFUSION = _register(
+    "policy_confusion",
+    "reject policy",
+    "overflow_policy reject behaves as drop_newest: status dropped, counted dropped, "
+    "rejected_total stays 0",
+)
+LAZY_EXPIRY = _register(
+    "lazy_expiry",
+    "expired entries free capacity",
+    "offline expiry runs only in a delivery pass (on connect), never on push, query or timer: "
+    "expired entries keep taking capacity until then",
+)
+UNBOUNDED_OFFLINE = _register(
+    "unbounded_offline",
+    "bounded offline queue",
+    "offline_capacity is never enforced: every offer is accepted",
+)
+SLOW_RECONNECT = _register(
+    "slow_reconnect",
+    "reconnect time",
+    "the opening handshake of a user that has connected before is delayed by 600 ms",
 )
 
 # Parameters of the faults (module constants so tests and docs can refer to them).
@@ -91,6 +150,7 @@ DUPLICATE_PERIOD = 5
 DUPLICATE_OFFSET = 1  # 1st, 6th, 11th, ...
 DROP_PERIOD = 7  # 7th, 14th, ...
 SLOW_DELAY_S = 1.2
+SLOW_RECONNECT_S = 0.6
 
 
 class UnknownFault(ValueError):

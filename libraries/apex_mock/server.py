@@ -2,15 +2,20 @@
 
 Structure:
 
-* ``_process_request`` -- HTTP before the upgrade: ``/health``, 404, 401;
-* ``_handler``        -- one per connection: reads frames and answers them
-  synchronously (never awaits while handling a frame), so the reader never blocks;
+* ``_process_request`` -- HTTP before the upgrade: ``/health``, 404, 401 (and the
+  ``slow_reconnect`` delay);
+* ``_handler``        -- one per connection: announces and sends the user's offline
+  deliveries, then reads frames and answers them synchronously (never awaits while
+  handling a frame), so the reader never blocks; on close, returns the connection's
+  unacked offline deliveries to the queue;
 * ``Conn.run_sender`` -- the single sender path of a connection: frames go out
   in the order they were produced;
 * ``_worker``         -- one task per busy user: processes the user's inbound
   queue in admission order, ``processing_ms`` each;
 * ``_deliver``        -- where a finished reply goes (origin connection, another
-  open connection of the user, or the interim pending list).
+  open connection of the user, or the user's offline queue);
+* ``_push`` / ``_arm_expiry`` -- admin push into a user's offline queue, and the
+  per-user timer that keeps offline expiry continuous.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import logging
 import re
 import time
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any, ClassVar, Self
 
 import orjson
 import psutil
@@ -31,15 +37,23 @@ from websockets.exceptions import ConnectionClosed
 from . import faults as F
 from .core import (
     TOKEN_RE,
+    ProtocolError,
     Settings,
     UserCore,
     error_frame,
     is_scalar,
     reply,
+    settings_problems,
     user_id_for_token,
+    validate_push,
+    validate_user_id,
 )
+from .offline import DELIVERED, Outcome
 
+#: Test-control operations the mock can be told to lack (``--without``).
+WITHOUT_CHOICES = frozenset({"push", "configure_session", "configure_agents"})
 MAX_FRAME_BYTES = 2**20  # bigger frames close the connection with 1009
+EXPIRY_TIMER_SLACK_S = 0.001  # fire the expiry timer just after the due time, never before
 WS_PATH = "/ws"
 HEALTH_PATH = "/health"
 
@@ -79,9 +93,9 @@ def parse_authorization(values: list[str]) -> tuple[str | None, str]:
 class Conn:
     """One open WebSocket. ``send`` never blocks; ``run_sender`` writes in order."""
 
-    __slots__ = ("ws", "user", "conn_id", "is_admin", "outbox", "wake", "open", "peer")
+    __slots__ = ("conn_id", "is_admin", "open", "outbox", "peer", "user", "wake", "ws")
 
-    def __init__(self, ws: ServerConnection, user: "UserRuntime", conn_id: int, is_admin: bool):
+    def __init__(self, ws: ServerConnection, user: UserRuntime, conn_id: int, is_admin: bool):
         self.ws = ws
         self.user = user
         self.conn_id = conn_id
@@ -120,23 +134,28 @@ class UserRuntime:
     """Server-side companions of a UserCore: connections, worker, fault timers."""
 
     __slots__ = (
-        "core",
         "connections",
-        "worker",
+        "core",
         "delayed",
         "delayed_task",
-        "reorder_timer",
         "ever_connected",
+        "expiry_due",
+        "expiry_timer",
+        "reorder_timer",
+        "worker",
     )
 
     def __init__(self, core: UserCore):
         self.core = core
         self.connections: list[Conn] = []  # open ones, oldest first
         self.worker: asyncio.Task | None = None
-        self.delayed: deque[tuple[float, bytes, Conn | None]] = deque()  # `slow` fault
+        # `slow` fault: (due, data, origin, offline delivery?)
+        self.delayed: deque[tuple[float, bytes, Conn | None, bool]] = deque()
         self.delayed_task: asyncio.Task | None = None
         self.reorder_timer: asyncio.TimerHandle | None = None
         self.ever_connected = False
+        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.expiry_due: float | None = None  # offline-queue clock (monotonic) of expiry_timer
 
 
 # --------------------------------------------------------------------------- server
@@ -152,18 +171,35 @@ class MockServer:
         processing_ms: int = 10,
         queue_capacity: int = 500,
         duplicate_window_s: float = 300.0,
+        offline_capacity: int = 100,
+        overflow_policy: str = "drop_oldest",
+        offline_ttl_s: float = 300.0,
+        without: Iterable[str] = (),
     ):
         self.faults = F.parse_faults(faults)
+        #: Test-control operations this server pretends not to have (answered ``error
+        #: unsupported``), to stand in for a production-like staging server.
+        self.without = frozenset(without)
+        unknown = sorted(self.without - WITHOUT_CHOICES)
+        if unknown:
+            raise ValueError(f"unknown operation(s) for 'without': {', '.join(unknown)} (known: {', '.join(sorted(WITHOUT_CHOICES))})")
         self.defaults = Settings(
             processing_ms=processing_ms,
             queue_capacity=queue_capacity,
             duplicate_window_s=duplicate_window_s,
+            offline_capacity=offline_capacity,
+            overflow_policy=overflow_policy,
+            offline_ttl_s=offline_ttl_s,
         )
+        problems = settings_problems(self.defaults)
+        if problems:
+            raise ValueError(f"invalid MockServer settings: {problems}")
         self.users: dict[str, UserRuntime] = {}
         self.connections = 0
         self.messages_total = 0
         self.frames_received = 0
         self._conn_ids = itertools.count(1)
+        self._delivery_ids = itertools.count(1)
         self._server: Server | None = None
         self._started = time.monotonic()
         self.host = "127.0.0.1"
@@ -199,8 +235,9 @@ class MockServer:
 
     async def stop(self) -> None:
         for user in self.users.values():
-            if user.reorder_timer is not None:
-                user.reorder_timer.cancel()
+            for timer in (user.reorder_timer, user.expiry_timer):
+                if timer is not None:
+                    timer.cancel()
             for task in (user.worker, user.delayed_task):
                 if task is not None:
                     task.cancel()
@@ -212,12 +249,12 @@ class MockServer:
             await asyncio.gather(*pending, return_exceptions=True)
         _event("server_stopped")
 
-    async def __aenter__(self) -> "MockServer":
+    async def __aenter__(self) -> Self:
         if self._server is None:
             await self.start()
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
     # ------------------------------------------------------------------ HTTP
@@ -233,14 +270,29 @@ class MockServer:
             _event("auth_refused", level=logging.WARNING, peer=str(connection.remote_address),
                    reason=why.strip())
             return connection.respond(401, why)
+        if F.SLOW_RECONNECT in self.faults:
+            user = self.users.get(user_id_for_token(token))
+            if user is not None and user.ever_connected:
+                return self._slow_upgrade()  # websockets awaits a coroutine result
         return None
 
+    async def _slow_upgrade(self) -> None:
+        """``slow_reconnect``: hold a returning user's upgrade for SLOW_RECONNECT_S."""
+        await asyncio.sleep(F.SLOW_RECONNECT_S)
+
     # ------------------------------------------------------------------ users
+
+    def _new_core(self, user_id: str) -> UserCore:
+        return UserCore(user_id, self.defaults, self.faults, rss=rss_bytes,
+                        delivery_ids=self._next_delivery_id)
+
+    def _next_delivery_id(self) -> str:
+        return f"dlv-{next(self._delivery_ids)}"
 
     def _user(self, user_id: str) -> UserRuntime:
         user = self.users.get(user_id)
         if user is None:
-            user = UserRuntime(UserCore(user_id, self.defaults, self.faults, rss=rss_bytes))
+            user = UserRuntime(self._new_core(user_id))
             self.users[user_id] = user
         return user
 
@@ -255,32 +307,33 @@ class MockServer:
         resumed = user.ever_connected
         user.ever_connected = True
 
-        pending = user.core.take_pending()
+        # Synchronous up to the sender task: nothing can be offered in between.
+        offline = user.core.offline.connect(conn)
         conn.send(
             orjson.dumps(
                 {
                     "type": "session_started",
                     "user_id": user_id,
                     "resumed": resumed,
-                    "queued": len(pending),
+                    "queued": offline.queued,
                     "server_time_ns": time.time_ns(),
                 }
             )
         )
-        for data in pending:
-            conn.send(data, reroutable=True)
+        self._send_offline(user, conn, offline.frames, on_connect=True)
         user.connections.append(conn)
         self.connections += 1
+        self._arm_expiry(user)
         sender = asyncio.create_task(conn.run_sender())
         _event("conn_open", conn=conn.conn_id, user=user_id, peer=conn.peer, admin=conn.is_admin,
-               resumed=resumed, delivered_pending=len(pending))
+               resumed=resumed, offline_queued=offline.queued, offline_frames=len(offline.frames))
         try:
             async for raw in ws:
                 recv_ns = time.monotonic_ns()
                 self.frames_received += 1
                 try:
                     self._on_frame(conn, raw, recv_ns)
-                except Exception as exc:  # never let a bug kill the connection or server
+                except Exception as exc:  # noqa: BLE001 - a bug must not kill the connection or server
                     _event("handler_error", logging.ERROR, True, conn=conn.conn_id, error=repr(exc))
                     conn.send(orjson.dumps(error_frame("internal", f"internal error: {exc!r}")))
         except ConnectionClosed:
@@ -293,14 +346,20 @@ class MockServer:
             sender.cancel()
             try:
                 await sender
-            except (asyncio.CancelledError, Exception):
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001, S110 - closing anyway
                 pass
             leftovers = [p for p, rr in conn.outbox if rr]
             conn.outbox.clear()
+            # Offline deliveries this connection did not get acked wait again (redelivery).
+            returned = user.core.offline.release(conn)
+            if returned and user.connections:
+                other = user.connections[-1]
+                self._send_offline(user, other, user.core.offline.take_for_delivery(other))
             for data in leftovers:
                 self._deliver(user, data, None)
+            self._arm_expiry(user)
             _event("conn_close", conn=conn.conn_id, user=user_id, code=ws.close_code,
-                   reason=ws.close_reason, rerouted=len(leftovers))
+                   reason=ws.close_reason, rerouted=len(leftovers), offline_returned=len(returned))
 
     # ------------------------------------------------------------------ frames
 
@@ -330,12 +389,18 @@ class MockServer:
 
         try:
             self._dispatch_frame(conn, t, frame, recv_ns)
-        except Exception as exc:  # a bug must not kill the connection, the user or the server
+        except Exception as exc:  # noqa: BLE001 - a bug must not kill the connection, the user or the server
             _event("handler_error", logging.ERROR, True, conn=conn.conn_id, type=t, error=repr(exc))
             conn.send(orjson.dumps(error_frame("internal", f"internal error: {exc!r}", frame)))
 
     def _dispatch_frame(self, conn: Conn, t: str, frame: dict, recv_ns: int) -> None:
         user = conn.user
+        if t in self.without:
+            self._error(conn, "unsupported", f"{t} is not supported by this server (started with --without {t})", frame)
+            return
+        if t == "get_queue_state" and frame.get("user_id") is not None:
+            self._queue_state_of(conn, frame)
+            return
         if t in UserCore.HANDLED_TYPES:
             replies, job = user.core.handle(frame, conn)
             for r in replies:
@@ -391,25 +456,130 @@ class MockServer:
                     rss_bytes=rss_bytes(),
                     uptime_s=round(time.monotonic() - self._started, 3),
                     queue_depth=sum(u.core.waiting for u in self.users.values()),
+                    offline_held=sum(u.core.offline_held() for u in self.users.values()),
                     faults=sorted(self.faults),
                 )
             )
         )
 
-    def _ack(self, conn: Conn, frame: dict, recv_ns: int) -> None:
-        return None  # accepted silently until the offline queue exists
+    def _queue_state_of(self, conn: Conn, frame: dict) -> None:
+        """get_queue_state with ``user_id``: an admin may read any user's queue state."""
+        try:
+            user_id = validate_user_id(frame, "user_id")
+        except ProtocolError as exc:
+            return self._error(conn, exc.code, exc.message, frame)
+        if user_id == conn.user.core.user_id:
+            core = conn.user.core
+        elif not conn.is_admin:
+            return self._error(
+                conn, "forbidden", "get_queue_state for another user_id needs an admin token", frame
+            )
+        else:
+            known = self.users.get(user_id)
+            # A user never seen has the defaults and nothing held; reading does not create it.
+            core = known.core if known is not None else self._new_core(user_id)
+        conn.send(orjson.dumps(core.queue_state(frame)))
+        return None
 
     def _push(self, conn: Conn, frame: dict, recv_ns: int) -> None:
         if not conn.is_admin:
             return self._error(conn, "forbidden", "push needs an admin token", frame)
-        return self._error(conn, "unsupported", "push is not implemented by this mock yet", frame)
+        try:
+            push = validate_push(frame)
+        except ProtocolError as exc:
+            return self._error(conn, exc.code, exc.message, frame)
+        target = self._user(push.to_user)  # created lazily
+        online = target.connections[-1] if target.connections else None
+        body = {
+            "type": "pushed_message",
+            "message_id": push.message_id,
+            "content": push.content,
+            "priority": push.priority,
+            "from_user": conn.user.core.user_id,
+        }
+        queue = target.core.offline
+        outcome = queue.offer(push.message_id, push.priority, "push", body,
+                              ttl_s=push.ttl_s, owner=online)
+        if outcome.status == DELIVERED:
+            assert online is not None and outcome.frame is not None
+            online.send(orjson.dumps(outcome.frame))
+        result: dict[str, Any] = {
+            "message_id": push.message_id,
+            "to_user": push.to_user,
+            "status": outcome.status,
+        }
+        if outcome.entry is not None:
+            result["delivery_id"] = outcome.entry.delivery_id
+        if outcome.evicted is not None:
+            result["evicted_message_id"] = outcome.evicted.message_id
+        result["offline_size"] = queue.held
+        if outcome.reason is not None:
+            result["reason"] = outcome.reason
+        conn.send(orjson.dumps(reply("push_result", frame, **result)))
+        self._arm_expiry(target)
+        self._log_offer("push", target, outcome, from_conn=conn.conn_id)
+        return None
 
-    _SERVER_TYPES = {
+    _SERVER_TYPES: ClassVar[dict[str, Callable[..., None]]] = {
         "latency_probe": _latency_probe,
         "get_server_stats": _server_stats,
-        "ack": _ack,
         "push": _push,
     }
+
+    # ------------------------------------------------------------------ offline queue
+
+    def _send_offline(self, user: UserRuntime, conn: Conn, frames: list[dict],
+                      on_connect: bool = False) -> None:
+        """Send offline deliveries on ``conn``. Not reroutable: if the connection closes
+        before they are acked, ``release`` returns them to the queue (redelivery)."""
+        if not frames:
+            return
+        if on_connect and F.SLOW in self.faults:
+            due = asyncio.get_running_loop().time() + F.SLOW_DELAY_S
+            for f in frames:
+                user.delayed.append((due, orjson.dumps(f), conn, True))
+            self._ensure_delayed_sender(user)
+            return
+        for f in frames:
+            conn.send(orjson.dumps(f))
+
+    def _arm_expiry(self, user: UserRuntime) -> None:
+        """Keep a timer at the user's next offline expiry, so expiry is continuous
+        (totals update and memory is freed even when nobody touches the queue)."""
+        queue = user.core.offline
+        due = queue.next_expiry()
+        if due is None:
+            if user.expiry_timer is not None:
+                user.expiry_timer.cancel()
+                user.expiry_timer = user.expiry_due = None
+            return
+        if user.expiry_timer is not None:
+            if user.expiry_due is not None and user.expiry_due <= due:
+                return  # fires first; it re-arms for the rest
+            user.expiry_timer.cancel()
+        delay = max(0.0, due - queue.clock()) + EXPIRY_TIMER_SLACK_S
+        user.expiry_due = due
+        user.expiry_timer = asyncio.get_running_loop().call_later(delay, self._on_expiry_timer, user)
+
+    def _on_expiry_timer(self, user: UserRuntime) -> None:
+        user.expiry_timer = user.expiry_due = None
+        expired = user.core.offline.sweep()
+        if expired:
+            _event("offline_expired", user=user.core.user_id, expired=expired,
+                   held=user.core.offline.held)
+        self._arm_expiry(user)
+
+    def _log_offer(self, what: str, user: UserRuntime, outcome: Outcome, **extra: Any) -> None:
+        level = logging.INFO if outcome.status in ("delivered", "queued") else logging.WARNING
+        fields: dict[str, Any] = {"user": user.core.user_id, "status": outcome.status, **extra}
+        if outcome.entry is not None:
+            fields["delivery_id"] = outcome.entry.delivery_id
+            fields["message_id"] = outcome.entry.message_id
+        if outcome.evicted is not None:
+            fields["evicted_message_id"] = outcome.evicted.message_id
+        if outcome.reason is not None:
+            fields["reason"] = outcome.reason
+        _event("offline_" + what, level, **fields)
 
     # ------------------------------------------------------------------ processing
 
@@ -430,10 +600,10 @@ class MockServer:
                 now = loop.time()
                 target = max(target, now - 0.05) + core.settings.processing_ms / 1000
                 delay = target - now
-                await asyncio.sleep(delay if delay > 0 else 0)
+                await asyncio.sleep(max(0, delay))
                 try:
                     frame = core.complete(job)
-                except Exception as exc:
+                except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
                     core.in_flight = None
                     _event("processing_error", logging.ERROR, True, user=core.user_id, error=repr(exc))
                     continue
@@ -465,12 +635,15 @@ class MockServer:
         if F.SLOW in self.faults:
             due = asyncio.get_running_loop().time() + F.SLOW_DELAY_S
             for data, origin in items:
-                user.delayed.append((due, data, origin))
-            if user.delayed_task is None:
-                user.delayed_task = asyncio.create_task(self._delayed_sender(user))
+                user.delayed.append((due, data, origin, False))
+            self._ensure_delayed_sender(user)
             return
         for data, origin in items:
             self._deliver(user, data, origin)
+
+    def _ensure_delayed_sender(self, user: UserRuntime) -> None:
+        if user.delayed_task is None:
+            user.delayed_task = asyncio.create_task(self._delayed_sender(user))
 
     async def _delayed_sender(self, user: UserRuntime) -> None:
         loop = asyncio.get_running_loop()
@@ -482,18 +655,29 @@ class MockServer:
                     await asyncio.sleep(wait)
                 now = loop.time()
                 while user.delayed and user.delayed[0][0] <= now:
-                    _, data, origin = user.delayed.popleft()
-                    self._deliver(user, data, origin)
+                    _, data, origin, offline = user.delayed.popleft()
+                    if not offline:
+                        self._deliver(user, data, origin)
+                    elif origin is not None and origin.open:
+                        origin.send(data)
+                    # else: the connection closed first; release() returned the entry
         finally:
             user.delayed_task = None
 
     def _deliver(self, user: UserRuntime, data: bytes, origin: Conn | None) -> None:
-        """Where a finished reply goes. Interim policy (the offline queue replaces the last branch):
-        the origin connection if still open, else the user's most recent open connection,
-        else the user's pending list, delivered after session_started on the next connect."""
+        """Where a finished reply goes: the origin connection if still open, else the
+        user's most recently opened open connection, else the user's offline queue
+        (an ai_response; a throughput_response is dropped and counted)."""
         if origin is not None and origin.open:
             origin.send(data, reroutable=True)
         elif user.connections:
             user.connections[-1].send(data, reroutable=True)
         else:
-            user.core.pending_replies.append(data)
+            frame = orjson.loads(data)  # rare path: the user is away
+            outcome = user.core.store_undeliverable(frame)
+            if outcome is None:
+                _event("throughput_response_dropped", logging.WARNING, user=user.core.user_id,
+                       message_id=frame.get("message_id"))
+                return
+            self._arm_expiry(user)
+            self._log_offer("reply", user, outcome)

@@ -6,12 +6,14 @@ import pytest
 
 from apex_mock import faults as F
 from apex_mock.core import (
-    PENDING_REPLIES_CAP,
+    ProtocolError,
     ResponseFaults,
     Settings,
     UserCore,
     headroom_for,
+    settings_problems,
     user_id_for_token,
+    validate_push,
 )
 
 
@@ -27,6 +29,7 @@ class FakeClock:
 
 
 def make(faults=(), clock=None, **settings) -> UserCore:
+    ids = iter(range(1, 10_000))
     return UserCore(
         "user-test",
         Settings(**settings),
@@ -34,6 +37,7 @@ def make(faults=(), clock=None, **settings) -> UserCore:
         clock=clock or FakeClock(),
         wall_ns=lambda: 42,
         rss=lambda: 1234,
+        delivery_ids=lambda: f"dlv-{next(ids)}",
     )
 
 
@@ -533,18 +537,146 @@ def test_fault_registry_descriptions():
         "ignore_priority",
         "agent_desync",
         "slow",
+        "ignore_priority_offline",
+        "ignore_ttl",
+        "evict_highest",
+        "lose_offline",
+        "no_redelivery",
+        "duplicate_delivery",
+        "policy_confusion",
+        "lazy_expiry",
+        "unbounded_offline",
+        "slow_reconnect",
     }
     for fault in F.FAULTS.values():
         assert fault.description and "\n" not in fault.description
+        assert fault.guarantee and fault.name == fault.name.strip()
+    assert len({f.guarantee for f in F.FAULTS.values()}) == len(F.FAULTS)  # one guarantee each
     assert F.parse_faults(["reorder,slow", "slow"]) == {"reorder", "slow"}
     with pytest.raises(F.UnknownFault) as exc:
         F.parse_faults(["reorder", "bogus"])
     assert exc.value.names == ["bogus"]
 
 
-def test_pending_replies_are_bounded():
+# --------------------------------------------------------------------------- offline queue (core level)
+
+
+def test_queue_state_reports_the_offline_queue():
+    core = make(offline_capacity=3, overflow_policy="reject", offline_ttl_s=60)
+    qs = core.queue_state({"request_id": "q"})
+    assert {k: v for k, v in qs.items() if k.startswith("offline_") or k in ("user_id", "overflow_policy")} == {
+        "user_id": "user-test",
+        "offline_size": 0,
+        "offline_unacked": 0,
+        "offline_capacity": 3,
+        "overflow_policy": "reject",
+        "offline_ttl_s": 60,
+        "offline_queued_total": 0,
+        "offline_delivered_total": 0,
+        "offline_dropped_total": 0,
+        "offline_rejected_total": 0,
+        "offline_expired_total": 0,
+        "offline_redelivered_total": 0,
+    }
+    assert qs["request_id"] == "q" and qs["throughput_dropped_total"] == 0
+    conn = object()
+    core.offline.offer("a", "low", "push", {"type": "pushed_message"}, owner=conn)
+    core.offline.offer("b", "low", "push", {"type": "pushed_message"})
+    core.offline.offer("c", "low", "push", {"type": "pushed_message"})
+    core.offline.offer("d", "low", "push", {"type": "pushed_message"})
+    core.offline.release(conn)
+    core.offline.take_for_delivery(conn)
+    qs = core.queue_state()
+    assert (qs["offline_size"], qs["offline_unacked"]) == (0, 3)
+    assert (qs["offline_queued_total"], qs["offline_rejected_total"], qs["offline_redelivered_total"]) == (3, 1, 1)
+
+
+def test_configure_session_changes_the_offline_behaviour():
     core = make()
-    for i in range(PENDING_REPLIES_CAP + 5):
-        core.pending_replies.append(i)
-    items = core.take_pending()
-    assert len(items) == PENDING_REPLIES_CAP and items[0] == 5 and not core.pending_replies
+    core.handle({"type": "configure_session", "offline_capacity": 1, "overflow_policy": "drop_newest"})
+    core.offline.offer("a", "low", "push", {})
+    assert core.offline.offer("b", "low", "push", {}).status == "dropped"
+    core.handle({"type": "configure_session", "overflow_policy": "reject"})
+    assert core.offline.offer("b", "low", "push", {}).status == "rejected"
+
+
+def test_ack_through_handle_validates_and_removes():
+    core = make()
+    entry = core.offline.offer("a", "normal", "push", {}, owner=object()).entry
+    for frame, code in (
+        ({"type": "ack"}, "missing_field"),
+        ({"type": "ack", "delivery_ids": None}, "missing_field"),
+        ({"type": "ack", "delivery_ids": "dlv-1"}, "bad_field"),
+        ({"type": "ack", "delivery_ids": [1]}, "bad_field"),
+        ({"type": "ack", "delivery_ids": [""]}, "bad_field"),
+    ):
+        (err,), job = core.handle({**frame, "request_id": 5})
+        assert job is None
+        assert err["code"] == code and "delivery_ids" in err["message"] and err["request_id"] == 5
+    assert core.offline.held == 1
+    assert core.handle({"type": "ack", "delivery_ids": [entry.delivery_id], "request_id": 6}) == ([], None)
+    assert core.offline.held == 0 and core.queue_state()["offline_delivered_total"] == 1
+    assert core.handle({"type": "ack", "delivery_ids": []}) == ([], None)
+
+
+def test_finished_reply_for_an_absent_user_is_queued_offline_throughput_is_counted():
+    core = make()
+    admit(core, msg("m1", 3, priority="high", request_id="r"))
+    core.handle({"type": "throughput_test", "message_id": "t1"})
+    ai, tp = drain(core)
+    outcome = core.store_undeliverable(ai)
+    assert outcome.status == "queued" and outcome.entry.kind == "reply"
+    assert outcome.entry.priority == "high" and outcome.entry.message_id == "m1"
+    assert core.store_undeliverable(tp) is None
+    assert core.queue_state()["throughput_dropped_total"] == 1
+    (frame,) = core.offline.take_for_delivery(object())
+    assert frame == {**ai, "delivery_id": "dlv-1", "queued_at": 42, "redelivered": False}
+    assert frame["request_id"] == "r"
+
+
+def test_total_objects_counts_offline_entries():
+    clock = FakeClock()
+    core = make(clock=clock, offline_ttl_s=5)
+    assert core.agent_state()["memory_usage"]["total_objects"] == 0
+    core.offline.offer("a", "low", "push", {})
+    core.offline.offer("b", "low", "push", {}, owner=object())
+    assert core.agent_state()["memory_usage"]["total_objects"] == 2
+    clock.advance(5)  # the waiting one expires; the unacked one is with a client
+    assert core.agent_state()["memory_usage"]["total_objects"] == 1
+
+
+@pytest.mark.parametrize(
+    "frame,code,field",
+    [
+        ({}, "missing_field", "to_user"),
+        ({"to_user": ""}, "bad_field", "to_user"),
+        ({"to_user": "alice"}, "bad_field", "to_user"),
+        ({"to_user": "user-0123456789ABCDEF"}, "bad_field", "to_user"),
+        ({"to_user": "user-0123456789abcdef"}, "missing_field", "message_id"),
+        ({"to_user": "user-0123456789abcdef", "message_id": 7}, "bad_field", "message_id"),
+        ({"to_user": "user-0123456789abcdef", "message_id": "m", "content": 1}, "bad_field", "content"),
+        ({"to_user": "user-0123456789abcdef", "message_id": "m", "priority": "top"}, "bad_field", "priority"),
+        ({"to_user": "user-0123456789abcdef", "message_id": "m", "ttl_s": 0}, "bad_field", "ttl_s"),
+        ({"to_user": "user-0123456789abcdef", "message_id": "m", "ttl_s": "5"}, "bad_field", "ttl_s"),
+        ({"to_user": "user-0123456789abcdef", "message_id": "m", "ttl_s": True}, "bad_field", "ttl_s"),
+        ({"to_user": "user-0123456789abcdef", "message_id": "m", "ttl_s": float("inf")}, "bad_field", "ttl_s"),
+    ],
+)
+def test_validate_push_errors(frame, code, field):
+    with pytest.raises(ProtocolError) as exc:
+        validate_push({"type": "push", **frame})
+    assert exc.value.code == code and f"'{field}'" in exc.value.message
+
+
+def test_validate_push_defaults():
+    push = validate_push({"type": "push", "to_user": "user-0123456789abcdef", "message_id": "m",
+                          "content": None, "priority": None, "ttl_s": None})
+    assert (push.content, push.priority, push.ttl_s) == ("", "normal", None)
+    assert validate_push({"to_user": "user-0123456789abcdef", "message_id": "m", "ttl_s": 1}).ttl_s == 1
+
+
+def test_settings_problems_names_every_bad_default():
+    assert settings_problems(Settings()) == ""
+    problems = settings_problems(Settings(offline_capacity=0, overflow_policy="drop_all"))
+    assert "offline_capacity must be an integer >= 1, got 0" in problems
+    assert "overflow_policy must be one of drop_oldest, drop_newest, reject, got 'drop_all'" in problems

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -55,10 +56,9 @@ class Client:
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, server: MockServer, token: str = "tok", **kw) -> "Client":
-        ws = await connect(
-            server.url, additional_headers={"Authorization": f"Bearer {token}"}, **kw
-        )
+    async def open(cls, server: MockServer | str, token: str = "tok", **kw) -> "Client":
+        url = server if isinstance(server, str) else server.url
+        ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, **kw)
         client = cls(ws)
         await client.wait_type("session_started")
         return client
@@ -94,6 +94,10 @@ class Client:
     async def close(self):
         await self.ws.close()
         await self.reader
+
+    @property
+    def user_id(self) -> str:
+        return self.frames[0]["user_id"]
 
 
 async def started(*faults, **kw) -> MockServer:
@@ -290,14 +294,23 @@ def test_reply_goes_to_other_connection_or_waits_for_reconnect():
             await a.close()
             (r,) = await b.wait_type("ai_response")
             assert r["message_id"] == "to-b"
-            await b.send(type="user_message", message_id="later", sequence_id=2)
+            await b.send(type="user_message", message_id="later", sequence_id=2, priority="high",
+                         request_id="rq")
             await b.close()
             uid = user_id_for_token("router")
-            await poll(lambda: len(user[uid].core.pending_replies) == 1, what="pending reply")
+            await poll(lambda: user[uid].core.offline.waiting_count == 1, what="offline reply")
             c = await Client.open(server, "router")
             assert c.frames[0]["queued"] == 1
             (r,) = await c.wait_type("ai_response")
-            assert r["message_id"] == "later" and c.frames.index(r) == 1
+            assert c.frames.index(r) == 1
+            assert r["message_id"] == "later" and r["priority"] == "high" and r["request_id"] == "rq"
+            assert r["delivery_id"].startswith("dlv-") and r["redelivered"] is False
+            assert isinstance(r["queued_at"], int) and r["queued_at"] <= time.time_ns()
+            qs = await c.request("q", type="get_queue_state")
+            assert (qs["offline_size"], qs["offline_unacked"], qs["offline_queued_total"]) == (0, 1, 1)
+            await c.send(type="ack", delivery_ids=[r["delivery_id"]])
+            qs = await c.request("q2", type="get_queue_state")
+            assert (qs["offline_unacked"], qs["offline_delivered_total"]) == (0, 1)
             await c.close()
         finally:
             await server.stop()
@@ -359,16 +372,358 @@ def test_agents_probe_stats_push_ack():
             (tr,) = await c.wait_type("throughput_response")
             assert tr == {"type": "throughput_response", "message_id": "t", "sequence_id": 1, "request_id": 5}
             await c.send(type="ack", delivery_ids=["x"])
-            assert (await c.request(6, type="push", to_user="u", message_id="p"))["code"] == "forbidden"
+            assert (await c.request(6, type="push", to_user=c.user_id, message_id="p"))["code"] == "forbidden"
             stats = await c.request(7, type="get_server_stats")
             for key in ("connections", "users", "messages_total", "rss_bytes", "uptime_s", "queue_depth"):
                 assert key in stats
             assert stats["messages_total"] == 2
-            admin = await Client.open(server, "admin-root")
-            assert (await admin.request(8, type="push", to_user="u", message_id="p"))["code"] == "unsupported"
+            assert stats["offline_held"] == 0
             assert [e["request_id"] for e in c.of_type("error")] == [2, 6]  # ack got no reply
-            await admin.close()
             await c.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+# --------------------------------------------------------------------------- offline queue over the wire
+
+
+async def gone(server: MockServer, client: Client) -> None:
+    """Close ``client`` and wait until the server has processed the close (released its entries)."""
+    uid = client.user_id
+    conns = server.users[uid].connections
+    n = len(conns)
+    await client.close()
+    await poll(lambda: len(conns) < n, what="server-side close")
+
+
+async def push(admin: Client, rid, to_user: str, message_id: str, **fields) -> dict:
+    result = await admin.request(rid, type="push", to_user=to_user, message_id=message_id, **fields)
+    assert result["type"] == "push_result", result
+    return result
+
+
+def test_push_needs_an_admin_and_valid_fields():
+    async def scenario():
+        server = await started(processing_ms=0)
+        try:
+            c = await Client.open(server, "plain")
+            err = await c.request("f", type="push", to_user=c.user_id, message_id="p")
+            assert err == {"type": "error", "code": "forbidden", "message": "push needs an admin token",
+                           "request_id": "f", "message_id": "p"}
+            admin = await Client.open(server, "admin-qa")
+            target = user_id_for_token("nobody-yet")
+            cases = [
+                ({}, "missing_field", "to_user"),
+                ({"to_user": "nobody-yet"}, "bad_field", "to_user"),  # a token is not a user id
+                ({"to_user": target}, "missing_field", "message_id"),
+                ({"to_user": target, "message_id": ""}, "bad_field", "message_id"),
+                ({"to_user": target, "message_id": "m", "priority": "urgent"}, "bad_field", "priority"),
+                ({"to_user": target, "message_id": "m", "ttl_s": 0}, "bad_field", "ttl_s"),
+                ({"to_user": target, "message_id": "m", "ttl_s": "1"}, "bad_field", "ttl_s"),
+                ({"to_user": target, "message_id": "m", "content": 5}, "bad_field", "content"),
+            ]
+            for i, (fields, code, name) in enumerate(cases):
+                err = await admin.request(i, type="push", **fields)
+                assert err["type"] == "error" and err["code"] == code, (fields, err)
+                assert f"'{name}'" in err["message"], err
+            assert "session_started.user_id" in (await admin.request("u", type="push", to_user="x",
+                                                                     message_id="m"))["message"]
+            assert target not in server.users  # nothing created by a refused push
+            await c.close()
+            await admin.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_push_to_an_online_user_is_delivered_at_once_and_redelivered_on_close():
+    async def scenario():
+        server = await started(processing_ms=0)
+        try:
+            admin = await Client.open(server, "admin-qa")
+            a = await Client.open(server, "carol")
+            b = await Client.open(server, "carol")  # most recently opened: gets the push
+            result = await push(admin, 1, b.user_id, "p1", content="hello", priority="high")
+            assert result == {"type": "push_result", "message_id": "p1", "to_user": b.user_id,
+                              "status": "delivered", "delivery_id": result["delivery_id"],
+                              "offline_size": 1, "request_id": 1}
+            (pm,) = await b.wait_type("pushed_message")
+            assert pm == {"type": "pushed_message", "message_id": "p1", "content": "hello",
+                          "priority": "high", "from_user": admin.user_id,
+                          "delivery_id": result["delivery_id"], "queued_at": pm["queued_at"],
+                          "redelivered": False}
+            assert 0 < pm["queued_at"] <= time.time_ns()
+            qs = await admin.request("q", type="get_queue_state", user_id=b.user_id)
+            assert (qs["user_id"], qs["offline_size"], qs["offline_unacked"]) == (b.user_id, 0, 1)
+            # b goes away without acking: the push goes to a at once, marked redelivered
+            await gone(server, b)
+            (again,) = await a.wait_type("pushed_message")
+            assert again == {**pm, "redelivered": True}
+            await a.send(type="ack", delivery_ids=[again["delivery_id"]])
+            qs = await a.request("q2", type="get_queue_state")
+            assert (qs["offline_unacked"], qs["offline_delivered_total"], qs["offline_redelivered_total"]) == (0, 1, 1)
+            await a.close()
+            await admin.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_push_to_an_offline_user_then_reconnect_in_priority_order_ack_and_redelivery():
+    async def scenario():
+        server = await started(processing_ms=0)
+        try:
+            admin = await Client.open(server, "admin-qa")
+            uid = user_id_for_token("dave")  # never connected: created by the first push
+            plan = [("N1", "normal"), ("H1", "high"), ("N2", "normal"), ("C", "critical"),
+                    ("L", "low"), ("H2", "high"), ("N3", "normal")]
+            for i, (mid, priority) in enumerate(plan):
+                r = await push(admin, i, uid, mid, priority=priority, content=f"c-{mid}")
+                assert (r["status"], r["offline_size"]) == ("queued", i + 1)
+                assert "evicted_message_id" not in r and "reason" not in r
+            qs = await admin.request("q", type="get_queue_state", user_id=uid)
+            assert (qs["offline_size"], qs["offline_queued_total"]) == (7, 7)
+            stats = await admin.request("s", type="get_server_stats")
+            assert stats["offline_held"] == 7
+
+            d = await Client.open(server, "dave")
+            ss = d.frames[0]
+            assert (ss["resumed"], ss["queued"]) == (False, 7)
+            got = await d.wait_type("pushed_message", 7)
+            assert d.frames[1:8] == got  # right after session_started
+            assert [f["message_id"] for f in got] == ["C", "H1", "H2", "N1", "N2", "N3", "L"]
+            assert all(f["redelivered"] is False and f["from_user"] == admin.user_id for f in got)
+            assert len({f["delivery_id"] for f in got}) == 7
+            assert [f["queued_at"] for f in got[3:6]] == sorted(f["queued_at"] for f in got[3:6])
+            state = await d.request("st", type="get_agent_state")
+            assert state["memory_usage"]["total_objects"] == 7  # the unacked entries
+
+            await d.send(type="ack", delivery_ids=[f["delivery_id"] for f in got[:3]])
+            await gone(server, d)  # the other four were never acked
+            d2 = await Client.open(server, "dave")
+            assert (d2.frames[0]["resumed"], d2.frames[0]["queued"]) == (True, 4)
+            again = await d2.wait_type("pushed_message", 4)
+            assert again == [{**f, "redelivered": True} for f in got[3:]]
+            await d2.send(type="ack", delivery_ids=[f["delivery_id"] for f in again])
+            qs = await d2.request("q2", type="get_queue_state")
+            assert (qs["offline_size"], qs["offline_unacked"], qs["offline_delivered_total"],
+                    qs["offline_redelivered_total"]) == (0, 0, 7, 4)
+            await gone(server, d2)
+            d3 = await Client.open(server, "dave")
+            assert d3.frames[0]["queued"] == 0
+            await d3.close()
+            await admin.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_overflow_policies_over_the_wire():
+    async def scenario():
+        server = await started(processing_ms=0)
+        try:
+            admin = await Client.open(server, "admin-qa")
+            e = await Client.open(server, "erin")
+            await e.request("c", type="configure_session", offline_capacity=3, overflow_policy="drop_oldest")
+            await gone(server, e)
+            uid = e.user_id
+            for i, (mid, priority) in enumerate([("C", "critical"), ("N1", "normal"), ("N2", "normal")]):
+                await push(admin, i, uid, mid, priority=priority)
+            r = await push(admin, "h", uid, "H", priority="high")
+            assert (r["status"], r["evicted_message_id"], r["offline_size"]) == ("queued", "N1", 3)
+            r = await push(admin, "l", uid, "L", priority="low")
+            assert r["status"] == "dropped" and "delivery_id" not in r and "evicted_message_id" not in r
+            assert r["reason"].startswith("offline queue full (3 of 3, policy drop_oldest)")
+            e2 = await Client.open(server, "erin")
+            got = await e2.wait_type("pushed_message", 3)
+            assert [f["message_id"] for f in got] == ["C", "H", "N2"]
+            await e2.request("c2", type="configure_session", overflow_policy="reject")
+            await gone(server, e2)  # the three unacked entries go back: still full
+            r = await push(admin, "r", uid, "R", priority="critical")
+            assert r == {"type": "push_result", "message_id": "R", "to_user": uid, "status": "rejected",
+                         "offline_size": 3, "reason": "offline queue full (3 of 3, policy reject)",
+                         "request_id": "r"}
+            qs = await admin.request("q", type="get_queue_state", user_id=uid)
+            assert (qs["offline_dropped_total"], qs["offline_rejected_total"], qs["offline_size"]) == (2, 1, 3)
+            await admin.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_offline_expiry_runs_on_a_timer():
+    async def scenario():
+        server = await started(processing_ms=0)
+        try:
+            admin = await Client.open(server, "admin-qa")
+            uid = user_id_for_token("frank")
+            await push(admin, 1, uid, "short", ttl_s=0.2)
+            await push(admin, 2, uid, "long")
+            offline = server.users[uid].core.offline
+            # Nobody touches frank's queue: only the server's timer can expire the entry.
+            await poll(lambda: offline.expired_total == 1, timeout=3, what="timer expiry")
+            assert offline.held == 1
+            qs = await admin.request("q", type="get_queue_state", user_id=uid)
+            assert (qs["offline_size"], qs["offline_expired_total"], qs["offline_ttl_s"]) == (1, 1, 300.0)
+            f = await Client.open(server, "frank")
+            assert f.frames[0]["queued"] == 1
+            (pm,) = await f.wait_type("pushed_message")
+            assert pm["message_id"] == "long"
+            await f.close()
+            await admin.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_get_queue_state_of_another_user_is_admin_only():
+    async def scenario():
+        server = await started(processing_ms=0)
+        try:
+            g = await Client.open(server, "gina")
+            other = user_id_for_token("someone")
+            err = await g.request(1, type="get_queue_state", user_id=other)
+            assert err["code"] == "forbidden" and "admin" in err["message"]
+            own = await g.request(2, type="get_queue_state", user_id=g.user_id)
+            assert own["type"] == "queue_state" and own["user_id"] == g.user_id
+            assert (await g.request(3, type="get_queue_state", user_id=5))["code"] == "bad_field"
+            admin = await Client.open(server, "admin-qa")
+            qs = await admin.request(4, type="get_queue_state", user_id=other)
+            assert qs["user_id"] == other and qs["offline_size"] == 0 and qs["offline_capacity"] == 100
+            assert other not in server.users  # reading does not create the user
+            mine = await admin.request(5, type="get_queue_state")
+            assert mine["user_id"] == admin.user_id
+            await g.close()
+            await admin.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_throughput_response_for_an_absent_user_is_dropped_and_counted():
+    async def scenario():
+        server = await started(processing_ms=0)
+        try:
+            h = await Client.open(server, "hank")
+            await h.request(0, type="configure_session", processing_ms=200)
+            await h.send(type="throughput_test", message_id="t1")
+            await gone(server, h)
+            core = server.users[h.user_id].core
+            await poll(lambda: core.throughput_dropped_total == 1, what="throughput drop")
+            h2 = await Client.open(server, "hank")
+            assert h2.frames[0]["queued"] == 0
+            qs = await h2.request(1, type="get_queue_state")
+            assert qs["throughput_dropped_total"] == 1 and qs["offline_queued_total"] == 0
+            await h2.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_offline_faults_over_the_wire():
+    async def scenario():
+        server = await started(F.LOSE_OFFLINE, processing_ms=0)
+        server2 = await started(F.DUPLICATE_DELIVERY, processing_ms=0)
+        try:
+            for srv in (server, server2):
+                admin = await Client.open(srv, "admin-qa")
+                uid = user_id_for_token("ivy")
+                await push(admin, 1, uid, "a", priority="low")
+                await push(admin, 2, uid, "b", priority="high")
+                ivy = await Client.open(srv, "ivy")
+                assert ivy.frames[0]["queued"] == 2
+                # replies on a connection come after the deliveries sent on connect
+                await ivy.request("q", type="get_queue_state")
+                got = [f["message_id"] for f in ivy.of_type("pushed_message")]
+                assert got == ([] if srv is server else ["b", "b", "a"])
+                await ivy.close()
+                await admin.close()
+        finally:
+            await server.stop()
+            await server2.stop()
+
+    run(scenario())
+
+
+def test_fault_slow_delays_offline_deliveries_but_not_session_started():
+    async def scenario():
+        server = await started(F.SLOW, processing_ms=0)
+        try:
+            admin = await Client.open(server, "admin-qa")
+            await push(admin, 1, user_id_for_token("jill"), "p")
+            t0 = time.monotonic()
+            j = await Client.open(server, "jill")
+            assert time.monotonic() - t0 < F.SLOW_DELAY_S / 2 and j.frames[0]["queued"] == 1
+            await j.request("q", type="get_queue_state")  # not delayed, and nothing before it
+            assert not j.of_type("pushed_message")
+            await j.wait_type("pushed_message", timeout=F.SLOW_DELAY_S + 2)
+            assert time.monotonic() - t0 >= F.SLOW_DELAY_S - 0.05
+            await j.close()
+            await admin.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_fault_slow_reconnect_delays_the_second_handshake_only():
+    async def scenario():
+        server = await started(F.SLOW_RECONNECT)
+        try:
+            t0 = time.monotonic()
+            k = await Client.open(server, "kim")
+            first = time.monotonic() - t0
+            await gone(server, k)
+            t1 = time.monotonic()
+            k2 = await Client.open(server, "kim")
+            second = time.monotonic() - t1
+            t2 = time.monotonic()
+            other = await Client.open(server, "someone-new")
+            fresh = time.monotonic() - t2
+            # a delayed handshake takes >= SLOW_RECONNECT_S; the others clearly less
+            assert first < F.SLOW_RECONNECT_S - 0.1 and fresh < F.SLOW_RECONNECT_S - 0.1
+            assert second >= F.SLOW_RECONNECT_S - 0.02
+            assert k2.frames[0]["resumed"] is True
+            await k2.close()
+            await other.close()
+        finally:
+            await server.stop()
+
+    run(scenario())
+
+
+def test_mock_server_rejects_bad_settings():
+    with pytest.raises(ValueError, match="overflow_policy must be one of"):
+        MockServer(overflow_policy="drop_all")
+    with pytest.raises(ValueError, match="offline_ttl_s must be a number > 0"):
+        MockServer(offline_ttl_s=0)
+    with pytest.raises(ValueError, match="unknown operation.*teleport"):
+        MockServer(without=["teleport"])
+
+
+def test_without_answers_the_named_test_control_operations_unsupported():
+    async def scenario():
+        server = await started(without=["push", "configure_session"])
+        try:
+            user = await Client.open(server, "tok")
+            admin = await Client.open(server, "admin-x")
+            refused = await admin.request("p1", type="push", to_user=user.user_id, message_id="m1")
+            assert refused["type"] == "error" and refused["code"] == "unsupported"
+            assert "--without push" in refused["message"]
+            refused = await user.request("c1", type="configure_session", processing_ms=5)
+            assert refused["code"] == "unsupported"
+            assert (await user.request("q1", type="get_queue_state"))["type"] == "queue_state"
+            await user.close()
+            await admin.close()
         finally:
             await server.stop()
 
@@ -503,6 +858,14 @@ def _env():
     return env
 
 
+def _first_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
+    """The CLI's start-up line, or fail after ``timeout`` (never hang on a silent process)."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"apex-mock printed no start-up line within {timeout} s")
+    return proc.stdout.readline()
+
+
 def test_cli_unknown_fault_exits_2_with_list():
     proc = subprocess.run(
         [sys.executable, "-m", "apex_mock", "--fault", "bogus"],
@@ -530,7 +893,7 @@ def test_cli_startup_line_health_and_sigterm(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
     )
     try:
-        line = proc.stdout.readline()
+        line = _first_line(proc)
         assert line.startswith("apex-mock listening on ws://127.0.0.1:") and line.endswith("/ws\n")
         port = int(line.rsplit(":", 1)[1].split("/")[0])
         assert port > 0
@@ -544,3 +907,56 @@ def test_cli_startup_line_health_and_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_cli_offline_flags_set_the_defaults(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apex_mock", "--port", "0", "--offline-capacity", "7",
+         "--overflow-policy", "reject", "--offline-ttl-s", "12.5"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )
+    try:
+        line = _first_line(proc)
+        url = line.rsplit(" ", 1)[1].strip()
+
+        async def scenario():
+            c = await Client.open(url, "cli-user")
+            qs = await c.request(1, type="get_queue_state")
+            await c.close()
+            return qs
+
+        qs = run(scenario())
+        assert (qs["offline_capacity"], qs["overflow_policy"], qs["offline_ttl_s"]) == (7, "reject", 12.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.mark.parametrize(
+    "flag,value,message",
+    [
+        ("--offline-capacity", "0", "must be >= 1"),
+        ("--overflow-policy", "drop_all", "invalid choice"),
+        ("--offline-ttl-s", "0", "must be a finite number > 0"),
+        ("--offline-ttl-s", "inf", "must be a finite number > 0"),
+    ],
+)
+def test_cli_rejects_bad_offline_flags(flag, value, message, capsys):
+    from apex_mock.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args([flag, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and message in err
+
+
+def test_cli_help_lists_offline_flags():
+    from apex_mock.cli import build_parser
+
+    text = build_parser().format_help()
+    for flag in ("--offline-capacity", "--overflow-policy", "--offline-ttl-s"):
+        assert flag in text
