@@ -17,6 +17,7 @@ from .keywords import (
     CheckKeywords,
     ConnectionKeywords,
     MockServerKeywords,
+    OfflineQueueKeywords,
     ReportingKeywords,
     ResourceKeywords,
     ResponseKeywords,
@@ -51,6 +52,13 @@ class MessagingLibrary(DynamicCore):
     Times are seconds and thresholds accept Robot time strings (``500 ms``). Every asserted
     value is kept for the test's table: call `Log Measurements` in the teardown.
 
+    = Offline queue =
+
+    Messages for a user who is away are pushed from an admin connection (`Push Messages`),
+    named by labels (``N1``, ``H1:high``); after `Reconnect`, `Wait For Queued Deliveries`
+    and the checks (`Delivered Messages Should Be`, `Deliveries Should Follow Priority Order`,
+    `Offline Messages Should Be Accounted For`) judge what came back.
+
     = Test users =
 
     Each test acts as its own fresh user (see `Configure Target`); tokens never appear in the
@@ -78,18 +86,17 @@ class MessagingLibrary(DynamicCore):
         self.ctx = Context(default_timeout=seconds(timeout) or 10.0)
         self.ROBOT_LIBRARY_LISTENER = self
         self._suites: list[str] = []
+        connections = ConnectionKeywords(self.ctx)
         components = [
-            cls(self.ctx)
-            for cls in (
-                MockServerKeywords,
-                ConnectionKeywords,
-                SendingKeywords,
-                ResponseKeywords,
-                StateKeywords,
-                CheckKeywords,
-                ResourceKeywords,
-                ReportingKeywords,
-            )
+            MockServerKeywords(self.ctx),
+            connections,
+            SendingKeywords(self.ctx),
+            ResponseKeywords(self.ctx),
+            StateKeywords(self.ctx),
+            OfflineQueueKeywords(self.ctx, connections),
+            CheckKeywords(self.ctx),
+            ResourceKeywords(self.ctx),
+            ReportingKeywords(self.ctx),
         ]
         super().__init__(components)
 

@@ -170,3 +170,76 @@ def lib_statistic(name):
     from MessagingLibrary.keywords.checks import Statistic
 
     return Statistic(name)
+
+
+# -- offline queue keywords ------------------------------------------------------------------
+
+
+def test_push_labels_with_a_bad_priority_are_refused_naming_it(lib):
+    lib.connect("alice")
+    with pytest.raises(ValueError, match="Unknown priority 'urgent' in 'X:urgent'"):
+        lib.push_messages("alice", "X:urgent")
+
+
+def test_pushing_needs_an_admin_token_and_names_it(mock):
+    library = MessagingLibrary(timeout=timedelta(seconds=5))
+    kw = Keywords(library)
+    kw.configure_target(mock.url, Secret("unit"))
+    try:
+        kw.connect("alice")
+        with pytest.raises(RuntimeError, match=r"no admin token is set \(APEX_ADMIN_TOKEN\)"):
+            kw.push_messages("alice", "N1")
+    finally:
+        library._close()
+
+
+def test_pushes_deliveries_and_accounting_round_trip(lib):
+    lib.connect("alice")
+    lib.disconnect("alice")
+    results = lib.push_messages("alice", "N1 H1:high", "L1:low")
+    assert [r["status"] for r in results] == ["queued"] * 3
+    seconds_taken = lib.reconnect("alice")
+    assert 0 < seconds_taken < 5
+    deliveries = lib.wait_for_queued_deliveries("alice")  # count announced by session_started
+    assert [d["label"] for d in deliveries] == ["H1", "N1", "L1"]
+    assert all(d["delivery_id"] and d["redelivered"] is False for d in deliveries)
+    lib.delivered_messages_should_be("H1 N1 L1", alias="alice")
+    assert lib.deliveries_should_follow_priority_order("alice") == 3
+    counts = lib.offline_messages_should_be_accounted_for("alice")
+    assert counts == {"pushed": 3, "delivered": 3, "dropped": 0, "rejected": 0, "expired": 0, "unaccounted": 0}
+    assert lib.get_queue_state("offline_unacked", alias="alice") == 0
+
+
+def test_waiting_for_deliveries_that_never_come_names_what_is_missing(lib):
+    lib.connect("alice")
+    lib.disconnect("alice")
+    lib.push_messages("alice", "N1")
+    lib.reconnect("alice")
+    lib.wait_for_queued_deliveries("alice", count=1)
+    started = time.monotonic()
+    with pytest.raises(AssertionError, match=r"waiting for 2 queued deliveries \(1 arrived: N1; session_started announced 1\)"):
+        lib.wait_for_queued_deliveries("alice", count=2, timeout=timedelta(milliseconds=300))
+    assert time.monotonic() - started < 3
+
+
+def test_redelivery_check_refuses_when_nothing_was_left_unacknowledged(lib):
+    lib.connect("alice")
+    lib.disconnect("alice")
+    lib.push_messages("alice", "N1")
+    lib.reconnect("alice")
+    lib.wait_for_queued_deliveries("alice", count=1)
+    lib.reconnect("alice")
+    with pytest.raises(AssertionError, match="Nothing was left unacknowledged on 'alice'"):
+        lib.unacknowledged_deliveries_should_be_redelivered("alice")
+
+
+def test_manual_acknowledgement_leaves_deliveries_unacked_until_asked(lib):
+    lib.connect("alice")
+    lib.set_automatic_acknowledgement(False, "alice")
+    lib.disconnect("alice")
+    lib.push_messages("alice", "N1 N2")
+    lib.reconnect("alice")
+    lib.wait_for_queued_deliveries("alice", count=2)
+    assert lib.get_queue_state("offline_unacked", alias="alice") == 2
+    assert lib.acknowledge_deliveries(alias="alice") == 2
+    assert lib.get_queue_state("offline_unacked", alias="alice") == 0

@@ -36,6 +36,8 @@ class CheckResult:
         listed = self.problems[:MAX_LISTED]
         more = len(self.problems) - len(listed)
         tail = f"; and {more} more" if more > 0 else ""
+        if self.checked == 0:
+            return f"{self.name}: nothing to check: " + "; ".join(listed) + tail
         return f"{self.name}: {len(self.problems)} of {self.checked} failed: " + "; ".join(listed) + tail
 
     def raise_if_failed(self) -> None:

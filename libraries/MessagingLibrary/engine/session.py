@@ -28,6 +28,8 @@ from .history import History
 
 #: Frames larger than this are refused by the server (and by us): 1 MiB.
 MAX_FRAME_BYTES = 2**20
+#: How long a close or drop right after connecting waits for ``session_started`` at most.
+GREETING_WAIT_S = 0.5
 
 
 class SessionError(RuntimeError):
@@ -144,6 +146,9 @@ class Session:
         self.token = token
         self.url = url
         self.history = history
+        #: History index when this alias's Session was created: older events on the same alias
+        #: belong to an earlier connection that happened to use the same alias.
+        self.first_mark = history.mark()
         self._headers = dict(headers or {})
         self._ping_interval = ping_interval
         self.ws: ClientConnection | None = None
@@ -157,6 +162,20 @@ class Session:
         self.by_type: dict[str, list[int]] = {}
         self.by_message: dict[str, list[tuple[str, int]]] = {}
         self.session_started: dict[str, Any] | None = None
+        #: The user's id as the server named it in ``session_started`` (kept across reconnects).
+        self.user_id: str | None = None
+        #: History index of the latest connect event, and when that connect attempt started.
+        self.epoch_mark = 0
+        self.connect_started_ns = 0
+        #: Offline-queue deliveries (frames with ``delivery_id``) of the current connection.
+        self.epoch_deliveries: dict[str, int] = {}
+        #: Acknowledge deliveries as they arrive (the default), or only on request.
+        self.auto_ack = True
+        self.unacked: dict[str, None] = {}
+        #: Deliveries left unacknowledged when the previous connection ended (the server owes
+        #: them again, flagged ``redelivered``).
+        self.unacked_before: dict[str, None] = {}
+        self._ack_task: asyncio.Task[None] | None = None
         self.closing_by_us = False
         self.close_code: int | None = None
         self.close_reason: str = ""
@@ -193,14 +212,25 @@ class Session:
         self.closing_by_us = False
         self.close_code, self.close_reason = None, ""
         self.connects += 1
-        self.history.record_connection(
-            self.alias, "opened" if self.connects == 1 else "reconnected", handshake_ns=elapsed_ns
+        self.session_started = None
+        self.epoch_deliveries = {}
+        self.unacked_before, self.unacked = self.unacked, {}
+        self.connect_started_ns = started
+        event = self.history.record_connection(
+            self.alias, "opened" if self.connects == 1 else "reconnected", handshake_ns=elapsed_ns, started_ns=started
         )
+        self.epoch_mark = event.index
         self._reader = asyncio.create_task(self._read(), name=f"reader-{self.alias}")
         return elapsed_ns / 1e9
 
     async def close(self, timeout: float = 5.0) -> None:
-        """Close cleanly (close frame and handshake)."""
+        """Close cleanly (close frame and handshake), after sending the automatic acks still due."""
+        if self.is_open:
+            await self._settle_greeting()
+            try:
+                await asyncio.wait_for(self._flush_acks(), timeout)
+            except (asyncio.TimeoutError, TimeoutError, ConnectionLost):
+                pass
         self.closing_by_us = True
         await self._stop_monitor()
         if self.ws is not None:
@@ -210,8 +240,22 @@ class Session:
                 self.ws.transport.abort()
         await self._join_reader(timeout)
 
+    async def _settle_greeting(self, limit: float = GREETING_WAIT_S) -> None:
+        """Give ``session_started`` (sent right after the handshake) a moment to arrive.
+
+        Closing right after connecting would otherwise race it, and the user's id (which
+        pushes are addressed to) would stay unknown. Bounded: a server that sends no
+        ``session_started`` costs at most ``limit`` once per connection.
+        """
+        if self.session_started is None and self.is_open:
+            try:
+                await self.wait_until(lambda: self.session_started is not None, limit, lambda: "")
+            except (WaitTimeout, ConnectionLost):
+                pass
+
     async def drop(self) -> None:
         """Drop abruptly: abort the TCP connection with no close frame."""
+        await self._settle_greeting()
         self.closing_by_us = True
         await self._stop_monitor()
         if self.ws is not None:
@@ -244,6 +288,11 @@ class Session:
                     self.by_message.setdefault(message_id, []).append((event.type, event.index))
                 if kind == "session_started" and self.session_started is None:
                     self.session_started = frame
+                    if isinstance(frame.get("user_id"), str):
+                        self.user_id = frame["user_id"]
+                delivery_id = frame.get("delivery_id")
+                if isinstance(delivery_id, str):
+                    self._on_delivery(delivery_id)
                 request_id = frame.get("request_id")
                 if request_id is not None:
                     future = self._pending.pop(request_id, None)
@@ -267,6 +316,32 @@ class Session:
                     future.set_exception(ConnectionLost(self.closed_description("waiting for a reply")))
             self._pending.clear()
             self._notify()
+
+    def _on_delivery(self, delivery_id: str) -> None:
+        self.epoch_deliveries[delivery_id] = self.epoch_deliveries.get(delivery_id, 0) + 1
+        self.unacked[delivery_id] = None
+        if self.auto_ack and (self._ack_task is None or self._ack_task.done()):
+            self._ack_task = asyncio.create_task(self.acknowledge(), name=f"ack-{self.alias}")
+
+    async def acknowledge(self, delivery_ids: Sequence[str] | None = None) -> list[str]:
+        """Send one ``ack`` for ``delivery_ids`` (default: every delivery not yet acknowledged)."""
+        ids = list(self.unacked) if delivery_ids is None else list(delivery_ids)
+        if not ids or not self.is_open:
+            return []
+        for delivery_id in ids:
+            self.unacked.pop(delivery_id, None)
+        try:
+            await self.send({"type": "ack", "delivery_ids": ids})
+        except ConnectionLost:
+            return []  # the server keeps them unacknowledged and delivers them again
+        return ids
+
+    async def _flush_acks(self) -> None:
+        """Before a request or a clean close: send the automatic acks still due, so the server sees them first."""
+        if self._ack_task is not None and not self._ack_task.done():
+            await asyncio.gather(self._ack_task, return_exceptions=True)
+        if self.auto_ack and self.unacked:
+            await self.acknowledge()
 
     def count_since(self, kind: str, mark: int) -> int:
         """How many frames of type ``kind`` arrived on this connection at History index >= ``mark``."""
@@ -369,6 +444,7 @@ class Session:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         try:
+            await self._flush_acks()
             await self.send(frame)
             reply = await asyncio.wait_for(future, timeout)
         except (asyncio.TimeoutError, TimeoutError):

@@ -3,6 +3,7 @@
 from .checks import CheckKeywords
 from .connection import ConnectionKeywords
 from .mock_server import MockServerKeywords
+from .offline import OfflineQueueKeywords
 from .reporting import ReportingKeywords
 from .resources import ResourceKeywords
 from .responses import ResponseKeywords
@@ -13,6 +14,7 @@ __all__ = [
     "CheckKeywords",
     "ConnectionKeywords",
     "MockServerKeywords",
+    "OfflineQueueKeywords",
     "ReportingKeywords",
     "ResourceKeywords",
     "ResponseKeywords",
