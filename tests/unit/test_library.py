@@ -181,6 +181,14 @@ def test_push_labels_with_a_bad_priority_are_refused_naming_it(lib):
         lib.push_messages("alice", "X:urgent")
 
 
+def test_push_message_keeps_a_sentence_as_one_message(lib):
+    lib.connect("alice")
+    result = lib.push_message("alice", "Your report is ready:high")
+    assert result["status"] == "delivered"
+    deliveries = lib.wait_for_queued_deliveries("alice", count=1)
+    assert [(d["label"], d["priority"]) for d in deliveries] == [("Your report is ready", "high")]
+
+
 def test_pushing_needs_an_admin_token_and_names_it(mock):
     library = MessagingLibrary(timeout=timedelta(seconds=5))
     kw = Keywords(library)

@@ -74,6 +74,10 @@ def test_labels_take_an_optional_priority():
     with pytest.raises(ValueError, match="Empty message label"):
         offline.parse_label(":high")
     assert offline.split_labels(["N1 N2", "H1:high"]) == ["N1", "N2", "H1:high"]
+    assert offline.parse_label("Note: meet at 10:30") == ("Note: meet at 10:30", "normal")
+    assert offline.parse_label("Report ready:CRITICAL") == ("Report ready", "critical")
+    with pytest.raises(ValueError, match="Unknown priority 'hihg'"):
+        offline.parse_label("H1:hihg")
 
 
 def test_pushes_are_joined_with_their_results():

@@ -31,13 +31,19 @@ CONNECT_EVENTS = frozenset({"opened", "reconnected"})
 
 
 def parse_label(text: str, default_priority: str = "normal") -> tuple[str, str]:
-    """``"H1:high"`` → ``("H1", "high")``; ``"N1"`` → ``("N1", default_priority)``."""
-    label, sep, priority = text.partition(":")
-    label, priority = label.strip(), priority.strip().lower()
+    """``"H1:high"`` → ``("H1", "high")``; ``"N1"`` → ``("N1", default_priority)``.
+
+    Only a final ``:word`` (letters, no space) is read as the priority, so a sentence such as
+    ``"Note: meet at 10:30"`` stays one label; a final ``:word`` that is not a priority is an
+    error (``H1:hihg`` is a typo, not a label).
+    """
+    label, sep, suffix = text.rpartition(":")
+    if not sep or not suffix.isalpha():
+        label, priority = text.strip(), default_priority
+    else:
+        label, priority = label.strip(), suffix.lower()
     if not label:
         raise ValueError(f"Empty message label in '{text}': write LABEL or LABEL:PRIORITY, for example 'H1:high'.")
-    if not sep:
-        priority = default_priority
     if priority not in RANK:
         raise ValueError(
             f"Unknown priority '{priority}' in '{text}': use one of {', '.join(PRIORITIES)} (for example 'H1:high')."

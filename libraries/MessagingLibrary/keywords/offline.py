@@ -181,18 +181,22 @@ class OfflineQueueKeywords(LibraryComponent):
     ) -> dict[str, Any]:
         """Pushes one message to the user of connection ``to`` and returns the server's ``push_result``.
 
-        ``label`` is the message's content and its name in every report; ``LABEL:PRIORITY``
-        overrides ``priority`` (``critical``, ``high``, ``normal``, ``low``). ``ttl`` overrides
+        ``label`` is the message's content and its name in every report; a final
+        ``:PRIORITY`` (``H1:high``, ``Report ready:critical``) overrides ``priority``
+        (``critical``, ``high``, ``normal``, ``low``); a colon followed by a space or digits
+        (``Note: meet at 10:30``) is just text. ``ttl`` overrides
         the user's offline TTL for this message. The push goes from connection ``via``
         (default: the ``admin`` connection, opened with the admin token on first use). The
         result's ``status`` is ``delivered`` (the user is online), ``queued``, ``dropped`` or
         ``rejected``; an eviction is named in ``evicted_message_id``. A server without
         ``push`` skips the test with that reason.
 
+        Unlike `Push Messages`, the label is not split at spaces: it may be a sentence.
+
         | ${result} =    Push Message    alice    Hello
         | Push Message    alice    C1:critical    ttl=30 s
         """
-        return self.push_messages(to, label, priority=priority, ttl=ttl, via=via)[0]
+        return self._push_labels(to, [label], priority, ttl, via, 0.0)[0]
 
     @keyword(tags=("offline", "push"))
     def push_messages(
@@ -216,10 +220,16 @@ class OfflineQueueKeywords(LibraryComponent):
         texts = offline.split_labels(labels)
         if not texts:
             raise ValueError("Push Messages needs at least one label.")
+        return self._push_labels(to, texts, priority, ttl, via, seconds(interval) or 0.0)
+
+    def _push_labels(
+        self, to: str, texts: list[str], priority: str, ttl: timedelta | None, via: str | None, interval: float
+    ) -> list[dict[str, Any]]:
+        if priority not in offline.RANK:
+            raise ValueError(f"Unknown priority '{priority}': use one of {', '.join(offline.PRIORITIES)}.")
         user_id = self._user_id(to)
-        offline.parse_label("x", priority)  # validate the default priority early
         frames = [self._push_frame(user_id, text, priority, ttl) for text in texts]
-        return self._send_pushes([(self._admin(via), frames)], seconds(interval) or 0.0)
+        return self._send_pushes([(self._admin(via), frames)], interval)
 
     @keyword(tags=("offline", "push"))
     def push_numbered_messages(
