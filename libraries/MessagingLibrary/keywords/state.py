@@ -107,7 +107,9 @@ class StateKeywords(LibraryComponent):
     ) -> Any:
         """Returns the user's inbound queue state, or one ``field`` of it, optionally asserting it.
 
-        Fields include ``queue_size``, ``capacity``, ``max_queue_size_seen``.
+        Fields include ``queue_size``, ``capacity``, ``max_queue_size_seen`` and the offline
+        queue's ``offline_size``, ``offline_unacked``, ``offline_expired_total`` (see
+        `Get Offline Queue State` for a user who is away).
 
         | Get Queue State    max_queue_size_seen    <=    550
         """
