@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from assertionengine import AssertionOperator, verify_assertion
+from robot.api import logger
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from robot.utils import is_truthy, timestr_to_secs
 
+from .engine.checks import CheckResult
 from .engine.history import History
 from .engine.loop import LoopThread
 from .engine.session import Session, SessionError
@@ -212,6 +214,13 @@ class LibraryComponent:
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+
+    def _enforce(self, result: CheckResult) -> int:
+        """Record a checker's violations as a measurement row, log its summary, fail if any."""
+        self.ctx.measurements.append(Measurement.exact(result.name, len(result.problems), 0, "violations"))
+        logger.info(result.summary())
+        result.raise_if_failed()
+        return result.checked
 
     def _timeout(self, timeout: timedelta | None) -> float:
         return seconds(timeout) if timeout is not None else self.ctx.default_timeout

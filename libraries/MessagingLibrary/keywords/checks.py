@@ -11,10 +11,9 @@ import enum
 from typing import Any
 
 from assertionengine import AssertionOperator
-from robot.api import logger
 from robot.api.deco import keyword
 
-from ..context import LibraryComponent, Measurement
+from ..context import LibraryComponent
 from ..engine import checks
 from ..engine.history import RECEIVED, SENT, Event
 from ..engine.metrics import LatencyHistogram
@@ -50,11 +49,6 @@ class CheckKeywords(LibraryComponent):
         events = self.ctx.history.snapshot(self.ctx.test_mark)
         return [e for e in events if e.connection == alias] if alias else events
 
-    def _enforce(self, result: checks.CheckResult) -> int:
-        self.ctx.measurements.append(Measurement.exact(result.name, len(result.problems), 0, "violations"))
-        logger.info(result.summary())
-        result.raise_if_failed()
-        return result.checked
 
     @keyword(tags=("check", "ordering"))
     def responses_should_be_in_send_order(self, response_type: str = "ai_response", *, alias: str | None = None) -> int:

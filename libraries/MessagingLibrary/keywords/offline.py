@@ -136,12 +136,6 @@ class OfflineQueueKeywords(LibraryComponent):
         since = session.epoch_mark if current_pass else max(self.ctx.test_mark, session.first_mark)
         return offline.deliveries_on(self.ctx.history.snapshot(since), session.alias)
 
-    def _enforce(self, result) -> int:
-        self.ctx.measurements.append(Measurement.exact(result.name, len(result.problems), 0, "violations"))
-        logger.info(result.summary())
-        result.raise_if_failed()
-        return result.checked
-
     def _queue_state_of(self, to: str, via: str | None = None) -> dict[str, Any]:
         """The user's queue state: on its own connection when open, else read by an admin."""
         session = self.ctx.session(to)
