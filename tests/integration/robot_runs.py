@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,3 +73,33 @@ def run_suite(
     collector = _Collector()
     ExecutionResult(str(output)).visit(collector)
     return SuiteRun(completed.returncode, collector.outcomes, output_dir, completed.stdout + completed.stderr)
+
+
+@contextmanager
+def hand_started_mock(log_file: Path, *extra_args: str) -> Iterator[str]:
+    """An ``apex-mock`` started as a user would, on a free port; yields its URL and stops it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "apex_mock", "--port", "0", "--log-file", str(log_file), *extra_args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "libraries")},
+    )
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("apex-mock listening on ws://127.0.0.1:"), line
+        yield line.split()[-1]
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def assert_fails_exactly(run: SuiteRun, fault: str, expected: dict[str, str], every_test: set[str]) -> None:
+    """Under ``fault``, exactly the ``expected`` tests failed, each message containing its fragment."""
+    assert run.failed == set(expected), (
+        f"under {fault}: failed {sorted(run.failed)}, expected {sorted(expected)}; messages: "
+        + repr({name: o.message[:300] for name, o in run.outcomes.items() if o.status == "FAIL"})
+    )
+    assert run.passed == every_test - set(expected)
+    for test, fragment in expected.items():
+        assert fragment in run.outcomes[test].message, f"{fault} / {test}: {run.outcomes[test].message[:500]}"

@@ -7,14 +7,11 @@ scenarios must keep passing.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from .robot_runs import ROOT, run_suite
+from .robot_runs import assert_fails_exactly, hand_started_mock, run_suite
 
 pytestmark = pytest.mark.suite
 
@@ -120,44 +117,21 @@ def test_suite_passes_against_the_mock_within_a_minute(results_dir):
 def test_each_fault_fails_exactly_the_scenarios_guarding_its_guarantee(results_dir, fault):
     run = run_suite(SUITE, results_dir / fault, variables={"APEX_MOCK_FAULTS": fault})
     expected = EXPECTED_FAILURES[fault]
-    assert run.failed == set(expected), (
-        f"under {fault}: failed {sorted(run.failed)}, expected {sorted(expected)}; messages: "
-        + repr({name: o.message[:300] for name, o in run.outcomes.items() if o.status == "FAIL"})
-    )
-    assert run.passed == ALL - set(expected)
-    for test, fragment in expected.items():
-        assert fragment in run.outcomes[test].message, f"{fault} / {test}: {run.outcomes[test].message[:500]}"
+    assert_fails_exactly(run, fault, expected, ALL)
 
 
 TOKEN = "qa-token-that-must-never-be-logged-5c1e"
 ADMIN_TOKEN = "admin-token-that-must-never-be-logged-9d2b"
 
 
-def _hand_started_mock(log_file, *extra_args):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "apex_mock", "--port", "0", "--log-file", str(log_file), *extra_args],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "libraries")},
-    )
-    line = process.stdout.readline()
-    assert line.startswith("apex-mock listening on ws://127.0.0.1:"), line
-    return process, line.split()[-1]
-
-
 def test_suite_passes_through_the_staging_variable_file_against_a_mock_started_by_hand(results_dir, tmp_path):
-    process, url = _hand_started_mock(tmp_path / "mock.log")
-    try:
+    with hand_started_mock(tmp_path / "mock.log") as url:
         run = run_suite(
             SUITE,
             results_dir / "staging",
             variable_files=["resources/variables/staging.py"],
             env={"APEX_WS_URL": url, "APEX_TOKEN": TOKEN, "APEX_ADMIN_TOKEN": ADMIN_TOKEN},
         )
-    finally:
-        process.terminate()
-        process.wait(10)
     assert run.passed == ALL, {name: o.message for name, o in run.outcomes.items() if o.status != "PASS"}
     for artefact in ("log.html", "output.xml", "report.html", *(p.name for p in run.output_dir.glob("*.jsonl"))):
         text = (run.output_dir / artefact).read_text()
@@ -165,8 +139,7 @@ def test_suite_passes_through_the_staging_variable_file_against_a_mock_started_b
 
 
 def test_staging_without_an_admin_token_fails_the_push_scenarios_naming_it(results_dir, tmp_path):
-    process, url = _hand_started_mock(tmp_path / "mock.log")
-    try:
+    with hand_started_mock(tmp_path / "mock.log") as url:
         run = run_suite(
             SUITE,
             results_dir / "staging-no-admin",
@@ -174,25 +147,18 @@ def test_staging_without_an_admin_token_fails_the_push_scenarios_naming_it(resul
             env={"APEX_WS_URL": url, "APEX_TOKEN": TOKEN, "APEX_ADMIN_TOKEN": ""},
             variables={"DELIVERY_TIMEOUT": "1 s"},
         )
-    finally:
-        process.terminate()
-        process.wait(10)
     assert SINGLE in run.failed
     assert "no admin token is set (APEX_ADMIN_TOKEN)" in run.outcomes[SINGLE].message
 
 
 def test_a_server_without_push_or_configure_session_skips_saying_why(results_dir, tmp_path):
-    process, url = _hand_started_mock(tmp_path / "mock.log", "--without", "push", "--without", "configure_session")
-    try:
+    with hand_started_mock(tmp_path / "mock.log", "--without", "push", "--without", "configure_session") as url:
         run = run_suite(
             SUITE,
             results_dir / "staging-without-test-control",
             variable_files=["resources/variables/staging.py"],
             env={"APEX_WS_URL": url, "APEX_TOKEN": TOKEN, "APEX_ADMIN_TOKEN": ADMIN_TOKEN},
         )
-    finally:
-        process.terminate()
-        process.wait(10)
     statuses = {name: outcome.status for name, outcome in run.outcomes.items()}
     assert set(statuses.values()) == {"SKIP"}, statuses
     assert "The server does not support 'push' (error unsupported" in run.outcomes[SINGLE].message

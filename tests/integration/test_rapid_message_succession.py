@@ -8,16 +8,12 @@ leave the unrelated scenarios passing.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
-
 from MessagingLibrary.engine.mock_process import start_mock
 
-from .robot_runs import ROOT, run_suite
+from .robot_runs import assert_fails_exactly, hand_started_mock, run_suite
 
 pytestmark = pytest.mark.suite
 
@@ -93,13 +89,7 @@ def test_suite_passes_against_the_mock_within_a_minute(results_dir):
 def test_each_fault_fails_exactly_the_scenarios_guarding_its_guarantee(results_dir, fault):
     run = run_suite(SUITE, results_dir / fault, variables={"APEX_MOCK_FAULTS": fault})
     expected = EXPECTED_FAILURES[fault]
-    assert run.failed == set(expected), (
-        f"under {fault}: failed {sorted(run.failed)}, expected {sorted(expected)}; messages: "
-        + repr({name: o.message[:300] for name, o in run.outcomes.items() if o.status == "FAIL"})
-    )
-    assert run.passed == ALL - set(expected)
-    for test, fragment in expected.items():
-        assert fragment in run.outcomes[test].message, f"{fault} / {test}: {run.outcomes[test].message[:500]}"
+    assert_fails_exactly(run, fault, expected, ALL)
 
 
 def test_a_slow_server_misses_the_throughput_target(results_dir, tmp_path):
@@ -123,26 +113,13 @@ TOKEN = "qa-token-that-must-never-be-logged-7f3a"
 
 
 def test_suite_passes_through_the_staging_variable_file_against_a_mock_started_by_hand(results_dir, tmp_path):
-    port_line = subprocess.Popen(
-        [sys.executable, "-m", "apex_mock", "--port", "0", "--log-file", str(tmp_path / "mock.log")],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "libraries")},
-    )
-    try:
-        line = port_line.stdout.readline()
-        assert line.startswith("apex-mock listening on ws://127.0.0.1:"), line
-        url = line.split()[-1]
+    with hand_started_mock(tmp_path / "mock.log") as url:
         run = run_suite(
             SUITE,
             results_dir / "staging",
             variable_files=["resources/variables/staging.py"],
             env={"APEX_WS_URL": url, "APEX_TOKEN": TOKEN},
         )
-    finally:
-        port_line.terminate()
-        port_line.wait(10)
     assert run.passed == ALL, {name: o.message for name, o in run.outcomes.items() if o.status != "PASS"}
     for artefact in ("log.html", "output.xml", "report.html", *(p.name for p in run.output_dir.glob("*.jsonl"))):
         assert TOKEN not in (run.output_dir / artefact).read_text(), f"the token leaked into {artefact}"
