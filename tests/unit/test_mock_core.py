@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from fakes import FakeClock
 
 from apex_mock import faults as F
 from apex_mock.core import (
@@ -15,17 +16,6 @@ from apex_mock.core import (
     user_id_for_token,
     validate_push,
 )
-
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 def make(faults=(), clock=None, **settings) -> UserCore:

@@ -6,6 +6,7 @@ import itertools
 import random
 
 import pytest
+from fakes import FakeClock
 
 from apex_mock import faults as F
 from apex_mock.core import Settings
@@ -21,17 +22,6 @@ from apex_mock.offline import (
 
 CONN_A = object()  # stand-ins for connections (owners are opaque)
 CONN_B = object()
-
-
-class FakeClock:
-    def __init__(self, t: float = 1000.0):
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 class FakeWall:
