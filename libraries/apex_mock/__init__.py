@@ -9,12 +9,13 @@ Run ``apex-mock --help`` (or ``python -m apex_mock --help``). Programmatic use::
 """
 
 from .core import Settings, UserCore, user_id_for_token
-from .faults import FAULTS, describe_faults, parse_faults
+from .faults import FAULTS, FaultSet, describe_faults, parse_faults
 from .offline import OfflineQueue
 from .server import MockServer
 
 __all__ = [
     "FAULTS",
+    "FaultSet",
     "MockServer",
     "OfflineQueue",
     "Settings",

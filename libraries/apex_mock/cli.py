@@ -64,6 +64,17 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _ms_float(text: str) -> float:
+    """A number of milliseconds, 0..60000 (fractions allowed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 60_000:
+        raise argparse.ArgumentTypeError(f"must be a number in 0..60000: {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -85,17 +96,25 @@ def build_parser() -> argparse.ArgumentParser:
             "--fault breaks exactly one guarantee, deterministically."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="fault modes (--fault NAME, repeatable):\n" + F.describe_faults(),
+        epilog=(
+            "fault modes (--fault NAME or --fault NAME=VALUE, repeatable or comma-separated;\n"
+            "NAME[=VALUE] marks a fault that takes a value; its default is in the description):\n"
+            + F.describe_faults()
+        ),
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=_int_range(0, 65535), default=8765,
                         help="port to bind; 0 picks a free port (default: %(default)s)")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME",
-                        help="enable a fault mode (repeatable; see the list below)")
+    parser.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE]",
+                        help="enable a fault mode, e.g. reorder or throttle=2000 (repeatable or "
+                             "comma-separated; see the list below)")
     parser.add_argument("--log-file", metavar="PATH",
                         help="append the server log here, one line per event (default: no log)")
     parser.add_argument("--processing-ms", type=_int_range(0, 60_000), default=10,
-                        help="time to process one message, per user (default: %(default)s)")
+                        help="time to process one user_message, per user (default: %(default)s)")
+    parser.add_argument("--throughput-processing-ms", type=_ms_float, default=0.0,
+                        help="time to process one throughput_test, per user; fractions work on "
+                             "average, 0.5 -> about 2000 per second (default: %(default)s)")
     parser.add_argument("--queue-capacity", type=_int_range(1), default=500,
                         help="waiting messages per user before queue_full (default: %(default)s)")
     parser.add_argument("--duplicate-window-s", type=_non_negative_float, default=300.0,
@@ -115,10 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _serve(args: argparse.Namespace, faults: frozenset[str]) -> int:
+async def _serve(args: argparse.Namespace, faults: F.FaultSet) -> int:
     server = MockServer(
         faults,
         processing_ms=args.processing_ms,
+        throughput_processing_ms=args.throughput_processing_ms,
         queue_capacity=args.queue_capacity,
         duplicate_window_s=args.duplicate_window_s,
         offline_capacity=args.offline_capacity,
@@ -155,6 +175,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"apex-mock: unknown fault mode(s): {', '.join(exc.names)}\n"
             f"valid fault modes:\n{F.describe_faults()}\n"
         )
+        sys.stderr.flush()
+        return 2
+    except F.FaultValueError as exc:
+        sys.stderr.write(f"apex-mock: {exc}\nvalid fault modes:\n{F.describe_faults()}\n")
         sys.stderr.flush()
         return 2
     _configure_logging(args.log_file)

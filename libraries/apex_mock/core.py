@@ -20,8 +20,9 @@ import math
 import re
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields
+from types import MappingProxyType
 from typing import Any
 
 from . import faults as F
@@ -45,6 +46,12 @@ def headroom_for(capacity: int) -> int:
     return math.ceil(capacity * HEADROOM_FRACTION)
 
 
+def retry_after_ms(waiting: int, per_message_ms: float) -> int:
+    """``queue_full.retry_after_ms``: ``max(1, ceil(waiting x per_message_ms))``, where
+    ``per_message_ms`` is the refused message's kind's processing time."""
+    return max(1, math.ceil(round(waiting * per_message_ms, 6)))
+
+
 # --------------------------------------------------------------------------- errors / replies
 
 
@@ -61,7 +68,7 @@ def is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-def reply(type_: str, request: dict | None, **fields_: Any) -> dict:
+def reply(type_: str, request: Mapping[str, Any] | None, **fields_: Any) -> dict:
     """Build a reply frame; echo the request's ``request_id`` when it had one."""
     frame = {"type": type_, **fields_}
     if request is not None and "request_id" in request:
@@ -174,7 +181,8 @@ def validate_ack(frame: dict) -> list[str]:
 
 @dataclass
 class Settings:
-    processing_ms: int = 10
+    processing_ms: int = 10  # per user_message
+    throughput_processing_ms: float = 0.0  # per throughput_test (fractions work on average)
     queue_capacity: int = 500
     duplicate_window_s: float = 300.0
     offline_capacity: int = 100
@@ -191,6 +199,7 @@ class Settings:
 # name -> (check, expectation text)
 SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "processing_ms": (lambda v: _is_int(v) and 0 <= v <= 60_000, "an integer 0..60000"),
+    "throughput_processing_ms": (lambda v: _is_number(v) and 0 <= v <= 60_000, "a number 0..60000"),
     "queue_capacity": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "duplicate_window_s": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
     "offline_capacity": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
@@ -236,7 +245,7 @@ class Job:
     message_id: str
     sequence_id: int | None
     priority: str
-    request: dict  # the original frame (for request_id echo); small
+    request: Mapping[str, Any]  # what a reply echoes of the request (its request_id); small
     origin: Any = None  # opaque: the connection that sent it
     content: str = ""
     target_agents: tuple[str, ...] = ()
@@ -429,7 +438,9 @@ class UserCore:
             else:
                 break
 
-    def _capacity_refusal(self, request: dict, message_id: str, seq: int | None, priority: str):
+    def _capacity_refusal(
+        self, request: dict, message_id: str, seq: int | None, priority: str, per_message_ms: float
+    ):
         if F.NO_BACKPRESSURE in self.faults:
             return None
         waiting = len(self.queue)
@@ -448,7 +459,7 @@ class UserCore:
             priority=priority,
             queue_size=waiting,
             capacity=cap,
-            retry_after_ms=max(1, waiting * self.settings.processing_ms),
+            retry_after_ms=retry_after_ms(waiting, per_message_ms),
         )
 
     def _enqueue(self, job: Job) -> None:
@@ -508,7 +519,7 @@ class UserCore:
                     )
                 ], None
         # 2. capacity
-        refusal = self._capacity_refusal(frame, message_id, seq, priority)
+        refusal = self._capacity_refusal(frame, message_id, seq, priority, self.settings.processing_ms)
         if refusal is not None:
             return [refusal], None
         # 3. admitted
@@ -530,13 +541,20 @@ class UserCore:
         return [], job
 
     def admit_throughput(self, frame: dict, origin: Any = None) -> tuple[list[dict], Job | None]:
-        """throughput_test: same queue and backpressure, no dedup, no agent-state bookkeeping."""
+        """throughput_test: same queue and backpressure, no dedup, no agent-state bookkeeping.
+
+        The lean path: validate, check capacity, enqueue. No copy of the frame is kept
+        beyond its request_id.
+        """
         message_id = _required_str(frame, "message_id")
         seq = _optional_seq(frame)
         priority = _optional_priority(frame)
-        refusal = self._capacity_refusal(frame, message_id, seq, priority)
-        if refusal is not None:
-            return [refusal], None
+        if len(self.queue) >= self.settings.queue_capacity:  # else nothing can refuse it
+            refusal = self._capacity_refusal(
+                frame, message_id, seq, priority, self.settings.throughput_processing_ms
+            )
+            if refusal is not None:
+                return [refusal], None
         job = Job(
             kind="throughput_test",
             message_id=message_id,
@@ -549,6 +567,16 @@ class UserCore:
         return [], job
 
     # ------------------------------------------------------------------ processing
+
+    def processing_s(self, job: Job) -> float:
+        """How long ``job`` takes, in seconds, read when it starts: ``throughput_processing_ms``
+        for a throughput_test, ``processing_ms`` for a user_message."""
+        settings = self.settings
+        if job.kind == "throughput_test":
+            ms: float = settings.throughput_processing_ms
+        else:
+            ms = settings.processing_ms
+        return ms / 1000
 
     def next_job(self) -> Job | None:
         """Start processing the oldest admitted message (FIFO by admission)."""
@@ -709,6 +737,7 @@ class UserCore:
             queue_full_total=self.queue_full_total,
             duplicate_total=self.duplicate_total,
             processing_ms=settings.processing_ms,
+            throughput_processing_ms=settings.throughput_processing_ms,
             throughput_dropped_total=self.throughput_dropped_total,
             offline_size=offline.waiting_count,
             offline_unacked=offline.unacked_count,
@@ -777,8 +806,11 @@ class UserCore:
         )
 
 
-def _request_echo(frame: dict) -> dict:
+_NO_ECHO: Mapping[str, Any] = MappingProxyType({})
+
+
+def _request_echo(frame: dict) -> Mapping[str, Any]:
     """Keep only what a later reply needs from the request (its request_id)."""
     if "request_id" in frame:
         return {"request_id": frame["request_id"]}
-    return {}
+    return _NO_ECHO  # shared, read-only: no allocation per message

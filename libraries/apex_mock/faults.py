@@ -8,12 +8,42 @@ Adding a fault is two steps:
 1. register it here with ``_register(NAME, guarantee, description)``;
 2. test ``NAME in faults`` at the one place in ``core.py`` / ``server.py``
    where the guarantee is implemented.
+
+A fault may take one numeric parameter, given as ``NAME=VALUE`` (``--fault
+throttle=2000``). Register it with ``param=Param(METAVAR, default, unit, integer)``
+and read the effective value with ``faults.param(NAME)`` on the :class:`FaultSet`
+that :func:`parse_faults` returns (the default when no value was given).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Self
+
+
+@dataclass(frozen=True)
+class Param:
+    """The one numeric parameter of a fault: ``NAME=VALUE``."""
+
+    metavar: str  # shown in --help: throttle[=RATE]
+    default: float
+    unit: str  # what the value means, for error messages: "messages per second"
+    integer: bool = False  # a positive integer (else any positive finite number)
+
+    def parse(self, fault: str, text: str) -> float:
+        """The value of ``text``, or FaultValueError naming the fault."""
+        kind = "a positive integer" if self.integer else "a positive number"
+        value: float
+        try:
+            value = int(text) if self.integer else float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise FaultValueError(f"fault {fault!r} takes {kind} ({self.unit}), got {text!r}")
+        return value
 
 
 @dataclass(frozen=True)
@@ -21,15 +51,21 @@ class Fault:
     name: str
     guarantee: str
     description: str
+    param: Param | None = None
+
+    @property
+    def usage(self) -> str:
+        """``name`` or ``name[=METAVAR]`` (how --help shows it)."""
+        return self.name if self.param is None else f"{self.name}[={self.param.metavar}]"
 
 
 FAULTS: dict[str, Fault] = {}
 
 
-def _register(name: str, guarantee: str, description: str) -> str:
+def _register(name: str, guarantee: str, description: str, param: Param | None = None) -> str:
     if name in FAULTS:  # pragma: no cover - programming error
         raise ValueError(f"fault {name!r} registered twice")
-    FAULTS[name] = Fault(name, guarantee, description)
+    FAULTS[name] = Fault(name, guarantee, description, param)
     return name
 
 
@@ -142,6 +178,43 @@ SLOW_RECONNECT = _register(
     "the opening handshake of a user that has connected before is delayed by 600 ms",
 )
 
+# Server-wide and connection faults (server.py), with a numeric parameter (NAME=VALUE).
+THROTTLE_DEFAULT_RATE = 1500  # messages per second, server-wide
+THROTTLE_CATCH_UP_S = 0.01  # lateness the throttle schedule may make up (timer overshoot)
+LEAK_DEFAULT_BYTES = 4096  # per processed message
+DISCONNECT_DEFAULT_EVERY = 100  # inbound frames per connection
+STICKY_RATE = 400  # messages per second, server-wide, once the server has sent a queue_full
+
+THROTTLE = _register(
+    "throttle",
+    "throughput",
+    f"the whole server completes at most RATE messages per second (user_message and "
+    f"throughput_test together, all users; default {THROTTLE_DEFAULT_RATE}); queues grow, "
+    "order is kept",
+    Param("RATE", THROTTLE_DEFAULT_RATE, "messages per second"),
+)
+LEAK = _register(
+    "leak",
+    "bounded server memory",
+    f"every processed message (both kinds) keeps BYTES of touched memory (default "
+    f"{LEAK_DEFAULT_BYTES}) in a server-wide list that is never freed",
+    Param("BYTES", LEAK_DEFAULT_BYTES, "bytes kept per processed message", integer=True),
+)
+DISCONNECT_EVERY = _register(
+    "disconnect_every",
+    "connections stay up",
+    f"each connection is aborted (TCP abort, no close frame: the client sees 1006) right after "
+    f"its N-th inbound frame (any type) has been handled (default {DISCONNECT_DEFAULT_EVERY})",
+    Param("N", DISCONNECT_DEFAULT_EVERY, "inbound frames per connection", integer=True),
+)
+STICKY_OVERLOAD = _register(
+    "sticky_overload",
+    "recovery after overload",
+    f"once the server has sent any queue_full (to any user), the whole server completes at most "
+    f"{STICKY_RATE} messages per second (as throttle={STICKY_RATE}), forever: it never recovers "
+    f"its rate, even for new users and an empty queue",
+)
+
 # Parameters of the faults (module constants so tests and docs can refer to them).
 REORDER_PERIOD = 5
 REORDER_OFFSET = 2  # hold back n where n % 5 == 2 -> 2nd, 7th, 12th, ...
@@ -159,25 +232,88 @@ class UnknownFault(ValueError):
         super().__init__(f"unknown fault(s): {', '.join(names)}")
 
 
-def parse_faults(names: Iterable[str]) -> frozenset[str]:
-    """Validate fault names (comma-separated values allowed); raise UnknownFault."""
+class FaultValueError(ValueError):
+    """A known fault given a value it does not take (or a bad one)."""
+
+
+class FaultSet(frozenset[str]):
+    """The active fault names (``name in faults`` works as for a frozenset), plus
+    ``params``: the effective value of every active fault that takes one."""
+
+    params: Mapping[str, float]
+
+    def __new__(cls, names: Iterable[str] = (), params: Mapping[str, float] | None = None) -> Self:
+        self = super().__new__(cls, names)
+        given = dict(params or {})
+        for name in self:
+            param = FAULTS[name].param if name in FAULTS else None
+            if param is not None:
+                given.setdefault(name, param.default)
+        self.params = MappingProxyType(given)
+        return self
+
+    def param(self, name: str) -> float:
+        """The effective value of ``name``'s parameter (KeyError if ``name`` is not active)."""
+        return self.params[name]
+
+    def labels(self) -> list[str]:
+        """Sorted ``name`` / ``name=VALUE`` (for logs and server_stats)."""
+        return sorted(f"{n}={_fmt(self.params[n])}" if n in self.params else n for n in self)
+
+    def __repr__(self) -> str:
+        return f"FaultSet({self.labels()!r})"
+
+
+def _fmt(value: float) -> str:
+    """1500 -> "1500", 2000.0 -> "2000", 0.5 -> "0.5" (as the value would be typed)."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+def parse_faults(names: Iterable[str]) -> FaultSet:
+    """Validate faults: ``NAME`` or ``NAME=VALUE``, comma-separated values allowed.
+
+    Raise UnknownFault (names not registered) or FaultValueError (a value for a fault
+    without a parameter, a bad value, or one fault given two different values).
+    A FaultSet is returned as it is.
+    """
+    if isinstance(names, FaultSet):
+        return names
     result: set[str] = set()
+    params: dict[str, float] = {}
     unknown: list[str] = []
+    problems: list[str] = []
     for item in names:
-        for name in str(item).split(","):
-            name = name.strip()
-            if not name:
+        for spec in str(item).split(","):
+            name, eq, text = (part.strip() for part in spec.partition("="))
+            if not name and not eq:
                 continue
-            if name in FAULTS:
-                result.add(name)
-            else:
-                unknown.append(name)
+            fault = FAULTS.get(name)
+            if fault is None:
+                unknown.append(name or spec.strip())
+                continue
+            result.add(name)
+            if not eq:
+                continue
+            if fault.param is None:
+                problems.append(f"fault {name!r} takes no value, got {spec.strip()!r}")
+                continue
+            try:
+                value = fault.param.parse(name, text)
+            except FaultValueError as exc:
+                problems.append(str(exc))
+                continue
+            if params.setdefault(name, value) != value:
+                problems.append(f"fault {name!r} given two values: {_fmt(params[name])} and {_fmt(value)}")
     if unknown:
         raise UnknownFault(unknown)
-    return frozenset(result)
+    if problems:
+        raise FaultValueError("; ".join(problems))
+    return FaultSet(result, params)
 
 
 def describe_faults(indent: str = "  ") -> str:
-    """One line per fault: name and description (used by --help and error messages)."""
-    width = max(len(n) for n in FAULTS)
-    return "\n".join(f"{indent}{f.name:<{width}}  {f.description}" for f in FAULTS.values())
+    """One line per fault: usage and description (used by --help and error messages)."""
+    width = max(len(f.usage) for f in FAULTS.values())
+    return "\n".join(f"{indent}{f.usage:<{width}}  {f.description}" for f in FAULTS.values())

@@ -6,12 +6,16 @@ Structure:
   ``slow_reconnect`` delay);
 * ``_handler``        -- one per connection: announces and sends the user's offline
   deliveries, then reads frames and answers them synchronously (never awaits while
-  handling a frame), so the reader never blocks; on close, returns the connection's
-  unacked offline deliveries to the queue;
+  handling a frame), so the reader never blocks; it yields to the loop every
+  READER_YIELD_EVERY frames; on close, returns the connection's unacked offline
+  deliveries to the queue;
 * ``Conn.run_sender`` -- the single sender path of a connection: frames go out
   in the order they were produced;
 * ``_worker``         -- one task per busy user: processes the user's inbound
-  queue in admission order, ``processing_ms`` each;
+  queue in admission order, ``processing_ms`` per user_message and
+  ``throughput_processing_ms`` per throughput_test, on a schedule; a job that is
+  already due is processed without an ``await`` (the lean throughput path), with a
+  yield to the loop every WORKER_YIELD_EVERY such jobs;
 * ``_deliver``        -- where a finished reply goes (origin connection, another
   open connection of the user, or the user's offline queue);
 * ``_push`` / ``_arm_expiry`` -- admin push into a user's offline queue, and the
@@ -54,6 +58,9 @@ from .offline import DELIVERED, Outcome
 WITHOUT_CHOICES = frozenset({"push", "configure_session", "configure_agents"})
 MAX_FRAME_BYTES = 2**20  # bigger frames close the connection with 1009
 EXPIRY_TIMER_SLACK_S = 0.001  # fire the expiry timer just after the due time, never before
+WORKER_YIELD_EVERY = 64  # due jobs a worker processes back to back before yielding to the loop
+READER_YIELD_EVERY = 64  # frames a reader handles back to back before yielding (lets workers run)
+WORKER_CATCH_UP_S = 0.05  # lateness a worker may make up by processing faster than scheduled
 WS_PATH = "/ws"
 HEALTH_PATH = "/health"
 
@@ -64,6 +71,12 @@ _PROCESS = psutil.Process()
 
 def rss_bytes() -> int:
     return _PROCESS.memory_info().rss
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of the server process so far."""
+    times = _PROCESS.cpu_times()
+    return round(times.user + times.system, 3)
 
 
 def _event(event: str, level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:
@@ -93,7 +106,7 @@ def parse_authorization(values: list[str]) -> tuple[str | None, str]:
 class Conn:
     """One open WebSocket. ``send`` never blocks; ``run_sender`` writes in order."""
 
-    __slots__ = ("conn_id", "is_admin", "open", "outbox", "peer", "user", "wake", "ws")
+    __slots__ = ("conn_id", "frames", "is_admin", "open", "outbox", "peer", "user", "wake", "ws")
 
     def __init__(self, ws: ServerConnection, user: UserRuntime, conn_id: int, is_admin: bool):
         self.ws = ws
@@ -105,6 +118,7 @@ class Conn:
         self.wake = asyncio.Event()
         self.open = True
         self.peer = str(ws.remote_address)
+        self.frames = 0  # inbound frames handled (the disconnect_every fault counts them)
 
     def send(self, payload: Any, reroutable: bool = False) -> None:
         self.outbox.append((payload, reroutable))
@@ -169,6 +183,7 @@ class MockServer:
         faults: Iterable[str] = (),
         *,
         processing_ms: int = 10,
+        throughput_processing_ms: float = 0.0,
         queue_capacity: int = 500,
         duplicate_window_s: float = 300.0,
         offline_capacity: int = 100,
@@ -185,6 +200,7 @@ class MockServer:
             raise ValueError(f"unknown operation(s) for 'without': {', '.join(unknown)} (known: {', '.join(sorted(WITHOUT_CHOICES))})")
         self.defaults = Settings(
             processing_ms=processing_ms,
+            throughput_processing_ms=throughput_processing_ms,
             queue_capacity=queue_capacity,
             duplicate_window_s=duplicate_window_s,
             offline_capacity=offline_capacity,
@@ -200,6 +216,18 @@ class MockServer:
         self.frames_received = 0
         self._conn_ids = itertools.count(1)
         self._delivery_ids = itertools.count(1)
+        # Server-wide faults (parameters resolved once).
+        faults = self.faults
+        #: throttle: seconds between completion slots (0 = off) and the next free slot (loop time)
+        self._throttle_interval = 1 / faults.param(F.THROTTLE) if F.THROTTLE in faults else 0.0
+        self._throttle_next = 0.0
+        #: sticky_overload: engages a server-wide throttle at STICKY_RATE on the first queue_full
+        self._sticky_pending = F.STICKY_OVERLOAD in faults
+        #: leak: bytes kept per processed message (0 = off), and where they are kept forever
+        self._leak_bytes = int(faults.param(F.LEAK)) if F.LEAK in faults else 0
+        self._leaked: list[bytes] = []
+        #: disconnect_every: inbound frames a connection lives (0 = off)
+        self._disconnect_every = int(faults.param(F.DISCONNECT_EVERY)) if F.DISCONNECT_EVERY in faults else 0
         self._server: Server | None = None
         self._started = time.monotonic()
         self.host = "127.0.0.1"
@@ -222,10 +250,11 @@ class MockServer:
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
-        _event("server_started", host=host, port=self.port, faults=sorted(self.faults),
+        _event("server_started", host=host, port=self.port, faults=self.faults.labels(),
                defaults=self.defaults.as_dict())
         for name in sorted(self.faults):
-            _event("fault_active", fault=name, description=F.FAULTS[name].description)
+            extra = {"value": self.faults.params[name]} if name in self.faults.params else {}
+            _event("fault_active", fault=name, description=F.FAULTS[name].description, **extra)
         return self.port
 
     @property
@@ -327,6 +356,7 @@ class MockServer:
         sender = asyncio.create_task(conn.run_sender())
         _event("conn_open", conn=conn.conn_id, user=user_id, peer=conn.peer, admin=conn.is_admin,
                resumed=resumed, offline_queued=offline.queued, offline_frames=len(offline.frames))
+        disconnect_every = self._disconnect_every
         try:
             async for raw in ws:
                 recv_ns = time.monotonic_ns()
@@ -336,6 +366,18 @@ class MockServer:
                 except Exception as exc:  # noqa: BLE001 - a bug must not kill the connection or server
                     _event("handler_error", logging.ERROR, True, conn=conn.conn_id, error=repr(exc))
                     conn.send(orjson.dumps(error_frame("internal", f"internal error: {exc!r}")))
+                conn.frames += 1
+                if disconnect_every and conn.frames % disconnect_every == 0:
+                    # disconnect_every: TCP abort, no close frame; no later frame is handled.
+                    _event("fault_disconnect", logging.WARNING, conn=conn.conn_id, user=user_id,
+                           frames=conn.frames)
+                    ws.transport.abort()
+                    break
+                if conn.frames % READER_YIELD_EVERY == 0:
+                    # Frames already buffered are read without suspending: give the workers
+                    # (and senders) a turn, or a pipelined burst would fill the queue
+                    # however fast it is processed.
+                    await asyncio.sleep(0)
         except ConnectionClosed:
             pass
         finally:
@@ -406,6 +448,8 @@ class MockServer:
             for r in replies:
                 if r["type"] == "error":
                     _event("protocol_error", conn=conn.conn_id, code=r["code"], detail=r["message"])
+                elif r["type"] == "queue_full" and self._sticky_pending:
+                    self._engage_sticky_overload()
                 conn.send(orjson.dumps(r))
             if job is not None:
                 self._ensure_worker(user)
@@ -415,6 +459,13 @@ class MockServer:
             self._error(conn, "unknown_type", f"unknown type {t!r}", frame)
             return
         handler(self, conn, frame, recv_ns)
+
+    def _engage_sticky_overload(self) -> None:
+        """``sticky_overload``: from the first queue_full on, the server never recovers its rate."""
+        self._sticky_pending = False
+        interval = 1 / F.STICKY_RATE
+        self._throttle_interval = max(self._throttle_interval, interval)
+        _event("fault_sticky_overload", logging.WARNING, rate=F.STICKY_RATE)
 
     def _error(self, conn: Conn, code: str, message: str, frame: dict | None = None) -> None:
         _event("protocol_error", conn=conn.conn_id, code=code, detail=message)
@@ -457,7 +508,9 @@ class MockServer:
                     uptime_s=round(time.monotonic() - self._started, 3),
                     queue_depth=sum(u.core.waiting for u in self.users.values()),
                     offline_held=sum(u.core.offline_held() for u in self.users.values()),
-                    faults=sorted(self.faults),
+                    faults=self.faults.labels(),
+                    cpu_seconds=cpu_seconds(),
+                    processed_total=sum(u.core.processed_total for u in self.users.values()),
                 )
             )
         )
@@ -591,16 +644,32 @@ class MockServer:
         loop = asyncio.get_running_loop()
         core = user.core
         target = loop.time()
+        back_to_back = 0  # due jobs processed since the last await
         try:
             while True:
                 job = core.next_job()
                 if job is None:
                     return  # no await before finally: no admission can slip in between
-                # Pace on a schedule so per-message overshoot does not accumulate.
+                # Pace on a schedule so per-message overshoot does not accumulate (and
+                # fractional milliseconds work on average).
                 now = loop.time()
-                target = max(target, now - 0.05) + core.settings.processing_ms / 1000
-                delay = target - now
-                await asyncio.sleep(max(0, delay))
+                target = max(target, now - WORKER_CATCH_UP_S) + core.processing_s(job)
+                if self._throttle_interval:
+                    # throttle: one server-wide completion slot per 1/RATE s; a slot at most
+                    # THROTTLE_CATCH_UP_S in the past is still used, so timer overshoot does
+                    # not lower the rate, and an idle server does not bank slots.
+                    slot = max(now - F.THROTTLE_CATCH_UP_S, self._throttle_next)
+                    self._throttle_next = slot + self._throttle_interval
+                    target = max(target, slot)
+                if target > now:
+                    while (delay := target - loop.time()) > 0:  # never finish before the target
+                        await asyncio.sleep(delay)
+                    back_to_back = 0
+                elif back_to_back >= WORKER_YIELD_EVERY:
+                    await asyncio.sleep(0)  # let readers and senders run
+                    back_to_back = 0
+                else:
+                    back_to_back += 1  # due already: process it now, without an await
                 try:
                     frame = core.complete(job)
                 except Exception as exc:  # noqa: BLE001 - one bad message must not stop the worker
@@ -608,6 +677,8 @@ class MockServer:
                     _event("processing_error", logging.ERROR, True, user=core.user_id, error=repr(exc))
                     continue
                 self.messages_total += 1
+                if self._leak_bytes:
+                    self._leaked.append(b"\x01" * self._leak_bytes)  # touched, so resident
                 self._emit_response(user, frame, job.origin)
         finally:
             user.worker = None

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from fakes import FakeClock
-
 from apex_mock import faults as F
 from apex_mock.core import (
     ProtocolError,
@@ -16,6 +14,7 @@ from apex_mock.core import (
     user_id_for_token,
     validate_push,
 )
+from fakes import FakeClock
 
 
 def make(faults=(), clock=None, **settings) -> UserCore:
@@ -335,6 +334,7 @@ def test_configure_session_echoes_all_effective_values():
     assert r == {
         "type": "session_configured",
         "processing_ms": 0,
+        "throughput_processing_ms": 0.0,
         "queue_capacity": 3,
         "duplicate_window_s": 300.0,
         "offline_capacity": 100,
@@ -344,6 +344,10 @@ def test_configure_session_echoes_all_effective_values():
     }
     r = core.handle({"type": "configure_session", "overflow_policy": "reject", "offline_ttl_s": 0.5})[0][0]
     assert r["overflow_policy"] == "reject" and r["offline_ttl_s"] == 0.5 and r["queue_capacity"] == 3
+    r = core.handle({"type": "configure_session", "throughput_processing_ms": 0.5})[0][0]
+    assert r["throughput_processing_ms"] == 0.5 and r["processing_ms"] == 0
+    r = core.handle({"type": "configure_session", "throughput_processing_ms": 60000})[0][0]
+    assert r["throughput_processing_ms"] == 60000
 
 
 @pytest.mark.parametrize(
@@ -352,6 +356,11 @@ def test_configure_session_echoes_all_effective_values():
         ("processing_ms", -1),
         ("processing_ms", 60001),
         ("processing_ms", 1.5),
+        ("throughput_processing_ms", -0.5),
+        ("throughput_processing_ms", 60000.5),
+        ("throughput_processing_ms", True),
+        ("throughput_processing_ms", "1"),
+        ("throughput_processing_ms", None),
         ("queue_capacity", 0),
         ("queue_capacity", True),
         ("duplicate_window_s", -1),
@@ -415,7 +424,7 @@ def test_configure_agents_resets_counters():
 
 def test_unknown_type_is_reported():
     core = make()
-    (err,), job = core.handle({"type": "nope", "request_id": 1})
+    (err,), _job = core.handle({"type": "nope", "request_id": 1})
     assert err["code"] == "unknown_type" and err["request_id"] == 1
 
 
@@ -537,6 +546,10 @@ def test_fault_registry_descriptions():
         "lazy_expiry",
         "unbounded_offline",
         "slow_reconnect",
+        "throttle",
+        "leak",
+        "disconnect_every",
+        "sticky_overload",
     }
     for fault in F.FAULTS.values():
         assert fault.description and "\n" not in fault.description
@@ -546,6 +559,96 @@ def test_fault_registry_descriptions():
     with pytest.raises(F.UnknownFault) as exc:
         F.parse_faults(["reorder", "bogus"])
     assert exc.value.names == ["bogus"]
+
+
+def test_parse_faults_with_parameters():
+    faults = F.parse_faults(["reorder,throttle=2000", "leak", "disconnect_every=5"])
+    assert isinstance(faults, F.FaultSet) and isinstance(faults, frozenset)
+    assert faults == {"reorder", "throttle", "leak", "disconnect_every"}
+    assert "throttle" in faults and "throttle=2000" not in faults
+    # given values, defaults for the rest; faults without a parameter have none
+    assert dict(faults.params) == {"throttle": 2000.0, "leak": F.LEAK_DEFAULT_BYTES, "disconnect_every": 5}
+    assert faults.param(F.THROTTLE) == 2000.0 and isinstance(faults.param(F.DISCONNECT_EVERY), int)
+    assert faults.labels() == ["disconnect_every=5", "leak=4096", "reorder", "throttle=2000"]
+    assert F.parse_faults(["throttle=0.5"]).labels() == ["throttle=0.5"]
+    assert F.parse_faults([]).params == {} and F.parse_faults([]) == frozenset()
+    assert F.parse_faults(faults) is faults  # parameters survive a second parse
+    assert F.parse_faults(["throttle", "throttle=1500"]).param("throttle") == 1500  # same value twice
+    assert F.FaultSet({"throttle"}).param("throttle") == F.THROTTLE_DEFAULT_RATE
+
+
+@pytest.mark.parametrize(
+    "spec,message",
+    [
+        ("throttle=abc", "fault 'throttle' takes a positive number (messages per second), got 'abc'"),
+        ("throttle=0", "fault 'throttle' takes a positive number (messages per second), got '0'"),
+        ("throttle=-5", "got '-5'"),
+        ("throttle=inf", "got 'inf'"),
+        ("throttle=nan", "got 'nan'"),
+        ("throttle=", "got ''"),
+        ("leak=1.5", "fault 'leak' takes a positive integer (bytes kept per processed message), got '1.5'"),
+        ("disconnect_every=0", "fault 'disconnect_every' takes a positive integer"),
+        ("reorder=3", "fault 'reorder' takes no value, got 'reorder=3'"),
+        ("sticky_overload=1", "fault 'sticky_overload' takes no value"),
+        ("throttle=100,throttle=200", "fault 'throttle' given two values: 100 and 200"),
+    ],
+)
+def test_parse_faults_rejects_bad_values(spec, message):
+    with pytest.raises(F.FaultValueError) as exc:
+        F.parse_faults([spec])
+    assert message in str(exc.value)
+
+
+def test_parse_faults_unknown_with_a_value_names_the_fault():
+    with pytest.raises(F.UnknownFault) as exc:
+        F.parse_faults(["nosuch=1", "throttle=abc"])  # unknown names are reported first
+    assert exc.value.names == ["nosuch"]
+
+
+def test_describe_faults_shows_parameters_and_defaults():
+    text = F.describe_faults()
+    for usage in ("throttle[=RATE]", "leak[=BYTES]", "disconnect_every[=N]"):
+        assert usage in text
+    assert "sticky_overload " in text and "sticky_overload[" not in text
+    assert "default 1500" in text and "default 4096" in text and "default 100)" in text
+
+
+# --------------------------------------------------------------------------- throughput path (core level)
+
+
+def test_throughput_and_chat_messages_take_their_own_processing_time():
+    core = make(processing_ms=7, throughput_processing_ms=0.5)
+    _, chat = core.handle(msg("m1"))
+    _, tp = core.handle({"type": "throughput_test", "message_id": "t1"})
+    assert core.processing_s(chat) == 0.007 and core.processing_s(tp) == 0.0005
+    core.handle({"type": "configure_session", "throughput_processing_ms": 3})
+    assert core.processing_s(tp) == 0.003  # read when the job starts
+    assert core.queue_state()["throughput_processing_ms"] == 3
+
+
+def test_retry_after_uses_the_refused_messages_own_processing_time():
+    core = make(queue_capacity=2, processing_ms=10, throughput_processing_ms=0.25)
+    for i in range(2):
+        core.handle({"type": "throughput_test", "message_id": f"t{i}"})
+    (full,), _ = core.handle({"type": "throughput_test", "message_id": "t2"})
+    assert full["type"] == "queue_full" and full["retry_after_ms"] == 1  # ceil(2 x 0.25)
+    (full,), _ = core.handle(msg("m"))
+    assert full["retry_after_ms"] == 20  # 2 x processing_ms, as before
+    core.handle({"type": "configure_session", "throughput_processing_ms": 1.5})
+    (full,), _ = core.handle({"type": "throughput_test", "message_id": "t3"})
+    assert full["retry_after_ms"] == 3
+
+
+def test_throughput_request_echo_keeps_only_the_request_id():
+    core = make()
+    _, plain = core.handle({"type": "throughput_test", "message_id": "t1", "padding": "x" * 100})
+    _, echoed = core.handle({"type": "throughput_test", "message_id": "t2", "request_id": 9, "padding": "y"})
+    assert dict(plain.request) == {} and dict(echoed.request) == {"request_id": 9}
+    out = drain(core)
+    assert out == [
+        {"type": "throughput_response", "message_id": "t1", "sequence_id": None},
+        {"type": "throughput_response", "message_id": "t2", "sequence_id": None, "request_id": 9},
+    ]
 
 
 # --------------------------------------------------------------------------- offline queue (core level)

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from apex_mock import MockServer, user_id_for_token
 from apex_mock import faults as F
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ROOT / "libraries"
@@ -56,7 +55,7 @@ class Client:
         self.reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, server: MockServer | str, token: str = "tok", **kw) -> "Client":
+    async def open(cls, server: MockServer | str, token: str = "tok", **kw) -> Client:
         url = server if isinstance(server, str) else server.url
         ws = await connect(url, additional_headers={"Authorization": f"Bearer {token}"}, **kw)
         client = cls(ws)
@@ -78,11 +77,11 @@ class Client:
         return [f for f in self.frames if f["type"] == t]
 
     async def wait_type(self, t: str, count: int = 1, timeout: float = 3.0) -> list[dict]:
-        return await poll(
-            lambda: (lambda got: got if len(got) >= count else None)(self.of_type(t)),
-            timeout,
-            f"{count} x {t}",
-        )
+        def enough() -> list[dict] | None:
+            got = self.of_type(t)
+            return got if len(got) >= count else None
+
+        return await poll(enough, timeout, f"{count} x {t}")
 
     async def request(self, rid, timeout: float = 3.0, **frame) -> dict:
         await self.send(request_id=rid, **frame)
@@ -613,7 +612,7 @@ def test_throughput_response_for_an_absent_user_is_dropped_and_counted():
         server = await started(processing_ms=0)
         try:
             h = await Client.open(server, "hank")
-            await h.request(0, type="configure_session", processing_ms=200)
+            await h.request(0, type="configure_session", throughput_processing_ms=200)
             await h.send(type="throughput_test", message_id="t1")
             await gone(server, h)
             core = server.users[h.user_id].core
@@ -829,7 +828,7 @@ def test_capacity_faults_over_wire():
                 await c.request(0, type="configure_session", processing_ms=5000, queue_capacity=2)
                 await _fire(c, 1)
                 core = srv.users[user_id_for_token("tok")].core
-                await poll(lambda: core.in_flight is not None, what="in flight")
+                await poll(lambda core=core: core.in_flight is not None, what="in flight")
                 await c.send(type="user_message", message_id="w1")
                 await c.send(type="user_message", message_id="w2")
                 await c.send(type="user_message", message_id="h", priority="high")
@@ -869,7 +868,7 @@ def _first_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
 def test_cli_unknown_fault_exits_2_with_list():
     proc = subprocess.run(
         [sys.executable, "-m", "apex_mock", "--fault", "bogus"],
-        capture_output=True, text=True, env=_env(), timeout=10,
+        check=False, capture_output=True, text=True, env=_env(), timeout=10,
     )
     assert proc.returncode == 2
     assert "bogus" in proc.stderr
@@ -879,7 +878,7 @@ def test_cli_unknown_fault_exits_2_with_list():
 
 
 def test_cli_help_lists_faults():
-    proc = subprocess.run([sys.executable, "-m", "apex_mock", "--help"],
+    proc = subprocess.run([sys.executable, "-m", "apex_mock", "--help"], check=False,
                           capture_output=True, text=True, env=_env(), timeout=10)
     assert proc.returncode == 0
     for name in F.FAULTS:
