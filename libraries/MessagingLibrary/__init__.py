@@ -12,10 +12,12 @@ from robotlibcore import DynamicCore
 
 from .context import Context, UserStrategy, seconds
 from .engine.mock_process import MockProcess
+from .engine.monitor import ResourceMonitor
 from .engine.session import Session
 from .keywords import (
     CheckKeywords,
     ConnectionKeywords,
+    LoadKeywords,
     MockServerKeywords,
     OfflineQueueKeywords,
     ReportingKeywords,
@@ -95,6 +97,7 @@ class MessagingLibrary(DynamicCore):
             StateKeywords(self.ctx),
             OfflineQueueKeywords(self.ctx, connections),
             CheckKeywords(self.ctx),
+            LoadKeywords(self.ctx, connections),
             ResourceKeywords(self.ctx),
             ReportingKeywords(self.ctx),
         ]
@@ -144,6 +147,11 @@ class MessagingLibrary(DynamicCore):
                             self.ctx.current = next(iter(self.ctx.sessions), None)
                 elif isinstance(resource, MockProcess):
                     resource.stop()
+                elif isinstance(resource, ResourceMonitor):
+                    if resource.running:
+                        self.ctx.run(resource.stop(), 5.0, "Stopping the resource monitor")
+                    if self.ctx.monitor is resource:
+                        self.ctx.monitor = None
             except Exception:  # noqa: BLE001 (cleanup must not fail the run)
                 pass
 

@@ -90,6 +90,8 @@ class Context:
     suite_scope: str = "library"
     test_mark: int = 0
     default_timeout: float = 10.0
+    #: The running resource monitor (engine.monitor.ResourceMonitor), if any: load runs mark it.
+    monitor: Any = None
     #: Appended to generated message ids when test users are not fresh (strategy ``fixed``),
     #: so a rerun's ``seq-msg-0`` is not rejected as a duplicate of the last run's.
     id_suffix: str = ""

@@ -2,6 +2,7 @@
 
 from .checks import CheckKeywords
 from .connection import ConnectionKeywords
+from .load import LoadKeywords
 from .mock_server import MockServerKeywords
 from .offline import OfflineQueueKeywords
 from .reporting import ReportingKeywords
@@ -13,6 +14,7 @@ from .state import StateKeywords
 __all__ = [
     "CheckKeywords",
     "ConnectionKeywords",
+    "LoadKeywords",
     "MockServerKeywords",
     "OfflineQueueKeywords",
     "ReportingKeywords",

@@ -1,0 +1,838 @@
+"""The open-loop load engine: constant-arrival-rate sends over one or many connections.
+
+How it measures (the rules a performance engineer checks first):
+
+* **Open loop.** Every message has an intended send time fixed by the :class:`Schedule` before
+  the first send. A sender that falls behind sends late and says so (``missed_sends``: sends
+  more than ``late_threshold_s`` after their slot; their lateness goes into a histogram of its
+  own); it never re-times the rest of the schedule.
+* **No coordinated omission.** Latency is measured from the *intended* send time to the
+  matching reply, on one monotonic clock (``time.perf_counter_ns`` on the library's loop
+  thread), so a stalled server cannot hide behind a sender it slowed down.
+* **Bounded memory.** Latencies go into HDR histograms; per connection only counters and the
+  interval sets of :mod:`.tracking` are kept; intended times are recomputed from the schedule.
+  Nothing grows with the length of the run (``tests/unit/test_load_engine.py`` proves it).
+* **Order per connection.** Message ``k`` of the run goes to connection ``k mod C`` as that
+  connection's sequence number ``k div C``; replies are matched by ``message_id``
+  (``<run>-<connection>-<sequence>``), so order, gaps, duplicates and loss are judged per
+  connection, in arrival order, never after sorting.
+
+Frames bypass the History (which keeps every frame) on purpose: a load run of a million
+messages must not keep a million frames.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from .metrics import LatencyHistogram
+from .schedule import Phase, Schedule
+from .session import MAX_FRAME_BYTES, describe_open_error
+from .tracking import ConnectionTracker
+
+#: Replies that answer a message (processed by the server).
+ANSWERS = frozenset({"throughput_response", "ai_response"})
+#: Replies that settle a message without answering it.
+OTHER_OUTCOMES = frozenset({"duplicate_rejected", "queue_full", "error"})
+MESSAGE_TYPES = ("throughput_test", "user_message")
+#: The scheduler yields to the readers at least this often while catching up on due sends.
+SEND_BATCH = 64
+#: Failure reasons kept per run (the rest are counted).
+MAX_REASONS = 5
+
+
+@dataclass
+class LoadPlan:
+    """Everything a load run needs, fixed before it starts."""
+
+    url: str
+    tokens: Sequence[str]
+    phases: Sequence[Phase]
+    connections: int = 1
+    message_type: str = "throughput_test"
+    content: str = "load test message"
+    #: Every n-th message of the run (k % n == 0) is sent with priority ``high``; 0: none.
+    high_priority_every: int = 0
+    drain_timeout_s: float = 10.0
+    connect_timeout_s: float = 10.0
+    #: A send later than this after its intended time counts as a missed send.
+    late_threshold_s: float = 0.010
+    #: Reconnect a connection that closes, and resend its unanswered messages (same message_id).
+    reconnect: bool = False
+    #: Abort each connection after every n-th message it sends (injected drops); implies reconnect.
+    drop_every: int = 0
+    #: Sent as ``configure_session`` on each connection after it opens (None: nothing).
+    configure: dict[str, Any] | None = None
+    #: After the run, ask each connection's user for its agent state and count how often the
+    #: server processed each message (``user_message`` only).
+    verify_processing: bool = False
+    name: str = "load"
+    run_id: str = "load"
+    connect_concurrency: int = 100
+    #: How long an injected drop's reconnect waits for the offline deliveries announced in
+    #: ``session_started.queued`` before resending.
+    redelivery_wait_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.connections < 1:
+            raise ValueError(f"A load run needs at least 1 connection, got {self.connections}.")
+        if not self.tokens:
+            raise ValueError("A load run needs a token for its connections.")
+        if len(self.tokens) not in (1, self.connections):
+            raise ValueError(f"Give one token, or one per connection ({self.connections}), not {len(self.tokens)}.")
+        if self.message_type not in MESSAGE_TYPES:
+            raise ValueError(f"Message type must be one of {', '.join(MESSAGE_TYPES)}, got '{self.message_type}'.")
+        if self.high_priority_every < 0 or self.drop_every < 0:
+            raise ValueError("high_priority_every and drop_every must be >= 0.")
+        if self.verify_processing and self.message_type != "user_message":
+            raise ValueError("verify_processing needs message_type user_message (throughput_test is not recorded).")
+        if self.drop_every:
+            self.reconnect = True
+
+    def token_for(self, index: int) -> str:
+        return self.tokens[index] if len(self.tokens) > 1 else self.tokens[0]
+
+
+@dataclass
+class PhaseFigures:
+    """Per-phase counters: what was due, sent, answered, and when the answers came."""
+
+    phase: Phase
+    first_index: int
+    scheduled: int
+    sent: int = 0
+    answered: int = 0
+    first_send_ns: int = 0
+    last_send_ns: int = 0
+    first_answer_ns: int = 0
+    last_answer_ns: int = 0
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+    def send_rate(self) -> float:
+        """Messages sent per second over the phase (its planned length, or longer if sends ran late)."""
+        if not self.sent:
+            return 0.0
+        window = max(self.phase.duration_s, (self.last_send_ns - self.first_send_ns) / 1e9)
+        return self.sent / window
+
+    def receive_rate(self) -> float:
+        """Answers per second while they arrived: (answers − 1) / (last answer − first answer).
+
+        Measured over the answers' own window, so a constant delay (latency) does not lower it
+        but a server that answers slower than the offered rate does. A phase whose answers all
+        arrive at once is capped at its mean offered rate: no burst can look faster than what
+        was sent.
+        """
+        if self.answered < 2:
+            return 0.0
+        span = (self.last_answer_ns - self.first_answer_ns) / 1e9
+        offered = self.phase.mean_rate
+        if span <= 0:
+            return offered
+        return min((self.answered - 1) / span, offered * self.answered / max(self.answered - 1, 1))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.phase.name,
+            "target_rate": self.phase.rate,
+            "start_rate": self.phase.start_rate,
+            "duration_s": self.phase.duration_s,
+            "scheduled": self.scheduled,
+            "sent": self.sent,
+            "answered": self.answered,
+            "delivery_ratio": round(self.answered / self.scheduled, 6) if self.scheduled else None,
+            "send_rate": round(self.send_rate(), 3),
+            "receive_rate": round(self.receive_rate(), 3),
+            "latency": self.latency.summary().as_dict(),
+        }
+
+
+class LoadConnection:
+    """One connection of a load run: a reader task, a tracker, and reconnect logic."""
+
+    def __init__(self, engine: LoadEngine, index: int) -> None:
+        self.engine = engine
+        self.index = index
+        self.name = f"c{index}"
+        self.prefix = f"{engine.plan.run_id}-{index}-"
+        self.tracker = ConnectionTracker(index)
+        self.ws: ClientConnection | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.handshake_s = 0.0
+        self.open_error = ""
+        self.session_started: dict[str, Any] | None = None
+        self.epoch_deliveries = 0
+        self.catching_up = False
+        self.reconnecting: asyncio.Task[None] | None = None
+        self.injected = False
+        self.closing = False
+        self.gave_up = ""
+        self.pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self.acks: list[str] = []
+        self.ack_task: asyncio.Task[None] | None = None
+        self.progress = asyncio.Event()
+
+    @property
+    def is_open(self) -> bool:
+        return self.ws is not None and self.reader is not None and not self.reader.done()
+
+    async def open(self, timeout: float) -> None:
+        plan = self.engine.plan
+        started = time.perf_counter_ns()
+        try:
+            self.ws = await connect(
+                plan.url,
+                additional_headers={"Authorization": f"Bearer {plan.token_for(self.index)}"},
+                open_timeout=timeout,
+                compression=None,
+                proxy=None,
+                max_size=MAX_FRAME_BYTES,
+                ping_interval=None,
+                close_timeout=2,
+            )
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
+            self.open_error = describe_open_error(plan.url, error)
+            raise ConnectionError(self.open_error) from None
+        self.handshake_s = (time.perf_counter_ns() - started) / 1e9
+        self.session_started = None
+        self.epoch_deliveries = 0
+        self.injected = False
+        self.reader = asyncio.create_task(self._read(self.ws), name=f"load-reader-{self.name}")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _read(self, ws: ClientConnection) -> None:
+        engine = self.engine
+        run_prefix = engine.run_prefix
+        plen = len(run_prefix)
+        loads = orjson.loads
+        clock = time.perf_counter_ns
+        try:
+            async for raw in ws:
+                ts = clock()
+                try:
+                    frame = loads(raw)
+                except orjson.JSONDecodeError:
+                    engine.unparseable += 1
+                    continue
+                if not isinstance(frame, dict):
+                    engine.unparseable += 1
+                    continue
+                kind = frame.get("type")
+                if kind in ANSWERS or kind in OTHER_OUTCOMES:
+                    delivery_id = frame.get("delivery_id")
+                    if isinstance(delivery_id, str):
+                        self.epoch_deliveries += 1
+                        self._ack(delivery_id)
+                    message_id = frame.get("message_id")
+                    if not isinstance(message_id, str) or not message_id.startswith(run_prefix):
+                        if kind == "error":
+                            engine.note_error(frame)
+                        else:
+                            engine.unmatched += 1
+                        continue
+                    connection, _, sequence = message_id[plen:].partition("-")
+                    try:
+                        owner = engine.connections[int(connection)]
+                        seq = int(sequence)
+                    except (ValueError, IndexError):
+                        engine.unmatched += 1
+                        continue
+                    if seq >= owner.tracker.sent:
+                        engine.unmatched += 1
+                        continue
+                    k = seq * engine.width + owner.index
+                    if kind in ANSWERS:
+                        latency = ts - engine.intended_ns(k)
+                        if owner.tracker.on_answer(seq, latency, owner.name):
+                            engine.on_answer(k, latency, ts)
+                    else:
+                        owner.tracker.on_other_outcome(seq, kind)
+                        if kind == "queue_full":
+                            engine.on_refused(k, ts)
+                        elif kind == "error":
+                            engine.note_error(frame)
+                    continue
+                if kind == "session_started":
+                    if self.session_started is None:
+                        self.session_started = frame
+                    self.progress.set()
+                    continue
+                request_id = frame.get("request_id")
+                if request_id is not None:
+                    future = self.pending.pop(request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(frame)
+                        continue
+                engine.other_frames += 1
+        except ConnectionClosed:
+            pass
+        finally:
+            for future in self.pending.values():
+                if not future.done():
+                    future.set_exception(ConnectionError(f"connection {self.name} closed"))
+            self.pending.clear()
+            self.progress.set()
+            if not self.closing:
+                self._on_lost(ws)
+
+    def _ack(self, delivery_id: str) -> None:
+        self.acks.append(delivery_id)
+        if self.ack_task is None or self.ack_task.done():
+            self.ack_task = asyncio.create_task(self._send_acks())
+
+    async def _send_acks(self) -> None:
+        await asyncio.sleep(0)  # gather the deliveries read in the same batch
+        ids, self.acks = self.acks, []
+        if ids and self.is_open and self.ws is not None:
+            try:
+                await self.ws.send(orjson.dumps({"type": "ack", "delivery_ids": ids}), text=True)
+            except ConnectionClosed:
+                pass  # unacknowledged: the server delivers them again after the reconnect
+
+    def _on_lost(self, ws: ClientConnection) -> None:
+        if self.injected:
+            self.tracker.injected_drops += 1
+        else:
+            self.tracker.disconnects += 1
+            self.engine.note_close(self.name, ws.close_code, ws.close_reason)
+        if self.engine.plan.reconnect and not self.engine.stopping:
+            self.catching_up = True
+            self.reconnecting = asyncio.create_task(self._reconnect(), name=f"load-reconnect-{self.name}")
+
+    # -- reconnecting ------------------------------------------------------------------------
+
+    async def _reconnect(self) -> None:
+        engine, plan, tracker = self.engine, self.engine.plan, self.tracker
+        started = time.perf_counter_ns()
+        delay = 0.02
+        deadline = started + int(plan.connect_timeout_s * 1e9)
+        while True:
+            remaining = (deadline - time.perf_counter_ns()) / 1e9
+            try:
+                await self.open(max(0.1, remaining))
+                break
+            except ConnectionError as error:
+                if time.perf_counter_ns() + delay * 1e9 >= deadline:
+                    self.gave_up = str(error)
+                    self.catching_up = False
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.5)
+        tracker.reconnects += 1
+        engine.reconnect_ns.record_ns(time.perf_counter_ns() - started)
+        # Let the server's offline deliveries (replies finished while we were away) arrive
+        # before resending, so a reply already on its way is not asked for again.
+        await self._wait(lambda: self.session_started is not None, 1.0)
+        queued = self.session_started.get("queued", 0) if self.session_started else 0
+        if isinstance(queued, int) and queued > 0:
+            await self._wait(lambda: self.epoch_deliveries >= queued, plan.redelivery_wait_s)
+        try:
+            for seq in list(tracker.unsettled_sequences()):
+                await self._send(seq, resend=True)
+            while tracker.sent < tracker.scheduled:
+                await self._send(tracker.sent, resend=False)
+        except ConnectionError:
+            return  # lost again: that loss starts its own reconnect
+        finally:
+            if self.is_open:
+                self.catching_up = False
+
+    async def _wait(self, condition, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not condition():
+            remaining = deadline - loop.time()
+            if remaining <= 0 or not self.is_open:
+                return False
+            self.progress.clear()
+            try:
+                await asyncio.wait_for(self.progress.wait(), min(remaining, 0.05))
+            except TimeoutError:
+                pass
+        return True
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def frame(self, seq: int) -> bytes:
+        engine = self.engine
+        plan = engine.plan
+        k = seq * engine.width + self.index
+        body: dict[str, Any] = {"type": plan.message_type, "message_id": f"{self.prefix}{seq}", "sequence_id": seq}
+        if plan.message_type == "user_message":
+            body["content"] = plan.content
+        if plan.high_priority_every and k % plan.high_priority_every == 0:
+            body["priority"] = "high"
+        return orjson.dumps(body)
+
+    async def _send(self, seq: int, resend: bool) -> None:
+        if not self.is_open or self.ws is None:
+            raise ConnectionError(f"connection {self.name} is not open")
+        data = self.frame(seq)
+        try:
+            await self.ws.send(data, text=True)
+        except ConnectionClosed:
+            raise ConnectionError(f"connection {self.name} closed") from None
+        tracker = self.tracker
+        if resend:
+            tracker.resent += 1  # a resend never triggers an injected drop: only new messages count
+        else:
+            tracker.sent = seq + 1
+            self.engine.on_deferred_send(seq * self.engine.width + self.index)
+            self._maybe_drop()
+
+    async def send_scheduled(self, seq: int, intended_ns: int) -> None:
+        """The scheduler's send of ``seq``; deferred while the connection is down or catching up."""
+        tracker = self.tracker
+        tracker.scheduled = seq + 1
+        if self.catching_up:
+            return  # the reconnect sends it (late) after resending what was lost
+        ws = self.ws
+        if ws is None or not self.is_open:
+            if self.engine.plan.reconnect and not self.gave_up:
+                self.catching_up = True  # the reader's close handling reconnects
+            else:
+                self.engine.unsent += 1
+            return
+        data = self.frame(seq)
+        ts = time.perf_counter_ns()
+        try:
+            await ws.send(data, text=True)
+        except ConnectionClosed:
+            if not self.engine.plan.reconnect:
+                self.engine.unsent += 1
+            return
+        tracker.sent = seq + 1
+        self.engine.on_send(seq * self.engine.width + self.index, intended_ns, ts)
+        self._maybe_drop()
+
+    def _maybe_drop(self) -> None:
+        every = self.engine.plan.drop_every
+        if every and self.tracker.sent % every == 0 and self.is_open and self.ws is not None:
+            self.injected = True
+            self.catching_up = True
+            self.ws.transport.abort()
+
+    # -- requests and closing ----------------------------------------------------------------
+
+    async def request(self, frame: dict[str, Any], timeout: float) -> dict[str, Any]:
+        if not self.is_open or self.ws is None:
+            raise ConnectionError(f"connection {self.name} is not open")
+        request_id = f"{self.engine.run_prefix}{self.index}-req-{len(self.pending)}-{time.perf_counter_ns()}"
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.pending[request_id] = future
+        try:
+            await self.ws.send(orjson.dumps({**frame, "request_id": request_id}), text=True)
+            return await asyncio.wait_for(future, timeout)
+        finally:
+            self.pending.pop(request_id, None)
+
+    async def close(self) -> None:
+        self.closing = True
+        if self.reconnecting is not None and not self.reconnecting.done():
+            self.reconnecting.cancel()
+            await asyncio.gather(self.reconnecting, return_exceptions=True)
+        if self.ack_task is not None and not self.ack_task.done():
+            await asyncio.gather(self.ack_task, return_exceptions=True)
+        if self.ws is not None:
+            try:
+                await asyncio.wait_for(self.ws.close(), 2.0)
+            except TimeoutError:
+                self.ws.transport.abort()
+        if self.reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.reader), 2.0)
+            except TimeoutError:
+                self.reader.cancel()
+
+
+class LoadEngine:
+    """Runs one :class:`LoadPlan`: ``await open()``, ``await run()``, ``await close()``."""
+
+    def __init__(self, plan: LoadPlan) -> None:
+        self.plan = plan
+        self.schedule = Schedule(plan.phases)
+        self.width = plan.connections
+        self.run_prefix = f"{plan.run_id}-"
+        self.connections = [LoadConnection(self, i) for i in range(plan.connections)]
+        self.start_ns = 0
+        self.stopping = False
+        self.latency = LatencyHistogram()
+        self.lateness = LatencyHistogram()
+        self.thirds = [LatencyHistogram() for _ in range(3)]
+        self.reconnect_ns = LatencyHistogram()
+        self.phases = [
+            PhaseFigures(phase, *self.schedule.phase_bounds(p)) for p, phase in enumerate(self.schedule.phases)
+        ]
+        self.missed_sends = 0
+        self.deferred_sends = 0
+        self.unsent = 0
+        self.unmatched = 0
+        self.unparseable = 0
+        self.other_frames = 0
+        self.error_codes: dict[str, int] = {}
+        self.close_reasons: list[str] = []
+        self.first_refusal_ns: int | None = None
+        self.refused_high = 0
+        self.answered_high = 0
+        self.connect_time_s = 0.0
+        self.configure_result: dict[str, Any] | None = None
+        self.configure_problem = ""
+        self.processing: dict[str, Any] | None = None
+        self.send_done_ns = 0
+        self.end_ns = 0
+        self._late_ns = int(plan.late_threshold_s * 1e9)
+        self._third_ns = max(1, int(self.schedule.duration_s * 1e9 / 3))
+
+    # -- schedule ----------------------------------------------------------------------------
+
+    def intended_ns(self, k: int) -> int:
+        return self.start_ns + self.schedule.intended_offset_ns(k)
+
+    def is_high(self, k: int) -> bool:
+        every = self.plan.high_priority_every
+        return bool(every) and k % every == 0
+
+    # -- callbacks from the connections ------------------------------------------------------
+
+    def on_send(self, k: int, intended_ns: int, ts: int) -> None:
+        late = ts - intended_ns
+        self.lateness.record_ns(max(0, late))
+        if late > self._late_ns:
+            self.missed_sends += 1
+        self._phase_sent(k, ts)
+
+    def on_deferred_send(self, k: int) -> None:
+        """A scheduled message sent late by a reconnect's catch-up (not counted as missed)."""
+        self.deferred_sends += 1
+        self._phase_sent(k, time.perf_counter_ns())
+
+    def _phase_sent(self, k: int, ts: int) -> None:
+        figures = self.phases[self.schedule.phase_of(k)]
+        if figures.sent == 0:
+            figures.first_send_ns = ts
+        figures.sent += 1
+        figures.last_send_ns = ts
+
+    def on_answer(self, k: int, latency_ns: int, ts: int) -> None:
+        self.latency.record_ns(latency_ns)
+        figures = self.phases[self.schedule.phase_of(k)]
+        figures.latency.record_ns(latency_ns)
+        if figures.answered == 0:
+            figures.first_answer_ns = ts
+        figures.answered += 1
+        figures.last_answer_ns = max(figures.last_answer_ns, ts)
+        third = min(2, self.schedule.intended_offset_ns(k) // self._third_ns)
+        self.thirds[third].record_ns(latency_ns)
+        if self.is_high(k):
+            self.answered_high += 1
+
+    def on_refused(self, k: int, ts: int) -> None:
+        if self.first_refusal_ns is None:
+            self.first_refusal_ns = ts
+        if self.is_high(k):
+            self.refused_high += 1
+
+    def note_error(self, frame: dict[str, Any]) -> None:
+        code = str(frame.get("code"))
+        self.error_codes[code] = self.error_codes.get(code, 0) + 1
+
+    def note_close(self, name: str, code: int | None, reason: str | None) -> None:
+        if len(self.close_reasons) < MAX_REASONS:
+            why = f", reason '{reason}'" if reason else ""
+            self.close_reasons.append(f"connection {name} closed by the server or the network (code {code}{why})")
+
+    # -- the run -----------------------------------------------------------------------------
+
+    async def open(self) -> float:
+        """Open every connection (at most ``connect_concurrency`` handshakes at once); return seconds."""
+        plan = self.plan
+        gate = asyncio.Semaphore(max(1, plan.connect_concurrency))
+
+        async def _one(connection: LoadConnection) -> None:
+            async with gate:
+                try:
+                    await connection.open(plan.connect_timeout_s)
+                except ConnectionError:
+                    return
+
+        started = time.perf_counter_ns()
+        await asyncio.gather(*(_one(c) for c in self.connections))
+        self.connect_time_s = (time.perf_counter_ns() - started) / 1e9
+        if plan.configure:
+            await self._configure()
+        return self.connect_time_s
+
+    async def _configure(self) -> None:
+        assert self.plan.configure is not None
+        frame = {"type": "configure_session", **self.plan.configure}
+        replies = await asyncio.gather(
+            *(c.request(frame, 10.0) for c in self.connections if c.is_open), return_exceptions=True
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                self.configure_problem = f"configure_session failed: {reply}"
+            elif reply.get("type") == "error":
+                self.configure_problem = f"configure_session answered error '{reply.get('code')}': {reply.get('message', '')}"
+            else:
+                self.configure_result = reply
+
+    @property
+    def opened(self) -> int:
+        return sum(1 for c in self.connections if c.handshake_s > 0)
+
+    async def run(self, lead_s: float = 0.02) -> LoadResult:
+        """Send the schedule, wait for the answers (at most ``drain_timeout_s``), return the figures."""
+        self.start_ns = time.perf_counter_ns() + int(lead_s * 1e9)
+        await self._send_all()
+        self.send_done_ns = time.perf_counter_ns()
+        await self._drain()
+        self.end_ns = time.perf_counter_ns()
+        if self.plan.verify_processing:
+            await self._verify_processing()
+        return self.result()
+
+    async def _send_all(self) -> None:
+        schedule, connections, width = self.schedule, self.connections, self.width
+        start, total = self.start_ns, schedule.total
+        clock, offset = time.perf_counter_ns, schedule.intended_offset_ns
+        k = 0
+        while k < total:
+            due = start + offset(k)
+            now = clock()
+            if due > now:
+                await asyncio.sleep((due - now) / 1e9)
+                continue
+            burst = 0
+            while k < total and burst < SEND_BATCH:
+                due = start + offset(k)
+                if due > now and due > clock():
+                    break
+                await connections[k % width].send_scheduled(k // width, due)
+                k += 1
+                burst += 1
+            if burst >= SEND_BATCH:
+                await asyncio.sleep(0)
+
+    def _settled(self) -> bool:
+        for c in self.connections:
+            tracker = c.tracker
+            if c.catching_up or tracker.sent < tracker.scheduled and self.plan.reconnect and not c.gave_up:
+                return False
+            if tracker.unsettled and (c.is_open or self.plan.reconnect and not c.gave_up):
+                return False
+        return True
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.plan.drain_timeout_s
+        while not self._settled() and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _verify_processing(self) -> None:
+        """Count, per connection's user, how often the server processed each of its messages."""
+        not_processed = twice = 0
+        examples: list[str] = []
+        unavailable = ""
+        for c in self.connections:
+            if not c.is_open:
+                unavailable = f"connection {c.name} is closed, its agent state was not read"
+                continue
+            try:
+                state = await c.request({"type": "get_agent_state"}, 10.0)
+            except (ConnectionError, TimeoutError) as error:
+                unavailable = f"agent state of connection {c.name} not read: {error or 'timed out'}"
+                continue
+            ids = state.get("processed_message_ids")
+            if not isinstance(ids, list):
+                unavailable = f"agent state of connection {c.name} has no processed_message_ids"
+                continue
+            counts: dict[str, int] = {}
+            for message_id in ids:
+                if isinstance(message_id, str) and message_id.startswith(c.prefix):
+                    counts[message_id] = counts.get(message_id, 0) + 1
+            for seq in range(c.tracker.scheduled):
+                n = counts.get(f"{c.prefix}{seq}", 0)
+                if n == 0:
+                    not_processed += 1
+                    if len(examples) < MAX_REASONS:
+                        examples.append(f"{c.prefix}{seq} never processed")
+                elif n > 1:
+                    twice += 1
+                    if len(examples) < MAX_REASONS:
+                        examples.append(f"{c.prefix}{seq} processed {n} times")
+        self.processing = {
+            "not_processed": not_processed,
+            "processed_more_than_once": twice,
+            "examples": examples,
+            "unavailable": unavailable,
+        }
+
+    async def close(self) -> None:
+        self.stopping = True
+        await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
+
+    # -- results -----------------------------------------------------------------------------
+
+    def result(self) -> LoadResult:
+        trackers = [c.tracker for c in self.connections]
+        scheduled = self.schedule.total
+        sent = sum(t.sent for t in trackers)
+        answered = sum(t.answered_count for t in trackers)
+        refused = sum(t.refused for t in trackers)
+        end = self.end_ns or time.perf_counter_ns()
+        open_errors = [c.open_error for c in self.connections if c.open_error and not c.handshake_s]
+        high_sent = sum(1 for k in range(0, scheduled, self.plan.high_priority_every)) if self.plan.high_priority_every else 0
+        return LoadResult(
+            name=self.plan.name,
+            schedule=self.schedule.describe(),
+            message_type=self.plan.message_type,
+            connections=self.plan.connections,
+            opened=self.opened,
+            connect_time_s=self.connect_time_s,
+            connect_failures=open_errors[:MAX_REASONS],
+            scheduled=scheduled,
+            sent=sent,
+            unsent=scheduled - sent,
+            resent=sum(t.resent for t in trackers),
+            answered=answered,
+            delivered=sum(t.delivered_count for t in trackers),
+            confirmed=sum(t.confirmed for t in trackers),
+            refused=refused,
+            errors=sum(t.errors for t in trackers),
+            error_codes=dict(self.error_codes),
+            lost=sum(t.unsettled for t in trackers) + (scheduled - sent),
+            duplicated=sum(t.duplicated for t in trackers),
+            reordered=sum(t.reordered for t in trackers),
+            untracked=sum(t.untracked for t in trackers),
+            unmatched=self.unmatched,
+            missed_sends=self.missed_sends,
+            deferred_sends=self.deferred_sends,
+            late_threshold_s=self.plan.late_threshold_s,
+            duration_s=(end - self.start_ns) / 1e9 if self.start_ns else 0.0,
+            planned_duration_s=self.schedule.duration_s,
+            latency=self.latency.summary().as_dict(),
+            lateness=self.lateness.summary().as_dict(),
+            latency_p95_by_third=[h.percentile(95) for h in self.thirds],
+            phases=[p.as_dict() for p in self.phases],
+            per_connection=[t.as_dict() for t in trackers],
+            disconnects=sum(t.disconnects for t in trackers),
+            close_reasons=list(self.close_reasons),
+            injected_drops=sum(t.injected_drops for t in trackers),
+            reconnects=sum(t.reconnects for t in trackers),
+            reconnect_failures=[c.gave_up for c in self.connections if c.gave_up][:MAX_REASONS],
+            reconnect_time=self.reconnect_ns.summary().as_dict(),
+            first_refusal_s=(self.first_refusal_ns - self.start_ns) / 1e9 if self.first_refusal_ns else None,
+            high_priority_sent=high_sent,
+            high_priority_answered=self.answered_high,
+            high_priority_refused=self.refused_high,
+            configure_problem=self.configure_problem,
+            processing=self.processing,
+            examples=[e for t in trackers for e in t.examples][:MAX_REASONS],
+        )
+
+
+@dataclass
+class LoadResult:
+    """The figures of one load run; ``as_dict()`` is what is written as JSON."""
+
+    name: str
+    schedule: str
+    message_type: str
+    connections: int
+    opened: int
+    connect_time_s: float
+    connect_failures: list[str]
+    scheduled: int
+    sent: int
+    unsent: int
+    resent: int
+    answered: int
+    #: Answered, or confirmed by ``duplicate_rejected`` after a retry (processed earlier).
+    delivered: int
+    confirmed: int
+    refused: int
+    errors: int
+    error_codes: dict[str, int]
+    lost: int
+    duplicated: int
+    reordered: int
+    untracked: int
+    unmatched: int
+    missed_sends: int
+    deferred_sends: int
+    late_threshold_s: float
+    duration_s: float
+    planned_duration_s: float
+    latency: dict[str, float]
+    lateness: dict[str, float]
+    latency_p95_by_third: list[float]
+    phases: list[dict[str, Any]]
+    per_connection: list[dict[str, Any]]
+    disconnects: int
+    close_reasons: list[str]
+    injected_drops: int
+    reconnects: int
+    reconnect_failures: list[str]
+    reconnect_time: dict[str, float]
+    first_refusal_s: float | None
+    high_priority_sent: int
+    high_priority_answered: int
+    high_priority_refused: int
+    configure_problem: str
+    processing: dict[str, Any] | None
+    examples: list[str]
+
+    @property
+    def delivery_ratio(self) -> float:
+        """Delivered messages (answered, or confirmed after a retry) over the scheduled ones."""
+        return self.delivered / self.scheduled if self.scheduled else 0.0
+
+    @property
+    def send_rate(self) -> float:
+        window = max(self.planned_duration_s, 1e-9)
+        return self.sent / window
+
+    @property
+    def receive_rate(self) -> float:
+        """Answers per second over the run: the phases' answers over their answer windows."""
+        rates = [p["receive_rate"] for p in self.phases if p["answered"] >= 2]
+        if len(self.phases) == 1:
+            return self.phases[0]["receive_rate"]
+        total = sum(p["answered"] for p in self.phases)
+        if not rates or not total:
+            return 0.0
+        # Weighted by answers: the run's overall answering rate across phases.
+        return sum(p["receive_rate"] * p["answered"] for p in self.phases) / total
+
+    def phase(self, name: str) -> dict[str, Any]:
+        for p in self.phases:
+            if p["name"] == name:
+                return p
+        known = ", ".join(p["name"] for p in self.phases)
+        raise ValueError(f"Load run '{self.name}' has no phase '{name}' (phases: {known}).")
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(self.__dict__)
+        data["delivery_ratio"] = round(self.delivery_ratio, 6)
+        data["send_rate"] = round(self.send_rate, 3)
+        data["receive_rate"] = round(self.receive_rate, 3)
+        return data
+
+
+async def run_load(plan: LoadPlan) -> LoadResult:
+    """Open, run and close a :class:`LoadPlan` (what the benchmark and simple callers use)."""
+    engine = LoadEngine(plan)
+    try:
+        await engine.open()
+        return await engine.run()
+    finally:
+        await engine.close()

@@ -1,0 +1,548 @@
+"""Keywords that drive the open-loop load engine and judge what it measured.
+
+A run sends on a fixed schedule (constant rate, or named phases with ramps) over one or many
+connections, measures latency from each message's intended send time into HDR histograms, and
+tracks order, gaps, duplicates and loss per connection in bounded memory. Every run's figures
+are written as JSON under ``${OUTPUT DIR}/load/`` and summarised in the log; the measuring
+keywords below read the latest run.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import math
+from datetime import timedelta
+from html import escape
+from typing import Any
+
+import orjson
+from assertionengine import AssertionOperator
+from robot.api import SkipExecution, logger
+from robot.api.deco import keyword
+from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
+
+from ..context import LibraryComponent, Measurement, seconds
+from ..engine.load import LoadEngine, LoadPlan, LoadResult
+from ..engine.schedule import Phase
+from .checks import Statistic
+from .reporting import _safe_name
+
+#: Latencies below this count as this much when judging degradation, so jitter of a fast
+#: server (0.2 ms becoming 0.4 ms) is not reported as a 100% degradation.
+DEGRADATION_FLOOR_S = 0.005
+_runs = itertools.count(1)
+
+
+class MessageType(enum.Enum):
+    """What a load run sends: the lean ``throughput_test`` or full ``user_message`` chat messages."""
+
+    throughput_test = "throughput_test"
+    user_message = "user_message"
+
+
+class LoadFigure(enum.Enum):
+    """A figure of the latest load run (see `Get Load Figure`)."""
+
+    scheduled = "scheduled"
+    sent = "sent"
+    answered = "answered"
+    delivered = "delivered"
+    lost = "lost"
+    duplicated = "duplicated"
+    reordered = "reordered"
+    refused = "refused"
+    errors = "errors"
+    missed_sends = "missed_sends"
+    delivery_ratio = "delivery_ratio"
+    send_rate = "send_rate"
+    receive_rate = "receive_rate"
+    achieved_ratio = "achieved_ratio"
+    opened = "opened"
+    connect_ratio = "connect_ratio"
+    connect_time = "connect_time"
+    disconnects = "disconnects"
+    reconnects = "reconnects"
+    reconnect_time = "reconnect_time"
+    worst_connection_mean_latency = "worst_connection_mean_latency"
+
+
+_UNITS = {
+    LoadFigure.delivery_ratio: "ratio",
+    LoadFigure.achieved_ratio: "ratio",
+    LoadFigure.connect_ratio: "ratio",
+    LoadFigure.send_rate: "msg/s",
+    LoadFigure.receive_rate: "msg/s",
+    LoadFigure.connect_time: "s",
+    LoadFigure.reconnect_time: "s",
+    LoadFigure.worst_connection_mean_latency: "s",
+}
+
+
+class LoadKeywords(LibraryComponent):
+    """Open-loop load runs and their figures: rates, latency percentiles, order, loss."""
+
+    def __init__(self, ctx, connections) -> None:
+        super().__init__(ctx)
+        self._connections = connections
+        self.last: LoadResult | None = None
+
+    # -- running -----------------------------------------------------------------------------
+
+    @keyword(tags=("load",))
+    def run_load(
+        self,
+        rate: float,
+        duration: timedelta,
+        *,
+        connections: int = 1,
+        message_type: MessageType = MessageType.throughput_test,
+        high_priority_every: int = 0,
+        drop_every: int = 0,
+        reconnect: bool = False,
+        configure: dict[str, Any] | None = None,
+        verify_processing: bool = False,
+        name: str | None = None,
+        drain_timeout: timedelta = timedelta(seconds=10),
+        connect_timeout: timedelta = timedelta(seconds=10),
+        late_threshold: timedelta = timedelta(milliseconds=10),
+    ) -> LoadResult:
+        """Sends ``rate`` messages per second for ``duration`` on an open-loop schedule and returns the figures.
+
+        Messages are spread round-robin over ``connections`` new connections, each a fresh
+        test user (the target's user strategy decides). Each message has an intended send
+        time fixed before the run; latency is measured from it to the reply, so a slow server
+        cannot hide behind a slowed sender. A send later than ``late_threshold`` counts as a
+        missed send: the generator says when it could not keep the schedule.
+
+        After the last send the run waits up to ``drain_timeout`` for outstanding replies;
+        whatever has none by then is lost. ``high_priority_every=10`` sends every 10th message
+        with priority ``high``. ``configure`` is sent as ``configure_session`` on each connection
+        (for example ``${{ {'throughput_processing_ms': 0.5} }}``); a server that lacks it makes
+        the keyword skip the test, saying so. ``drop_every=N`` aborts each connection after
+        every N of its messages and reconnects; ``reconnect`` reconnects after any loss, and
+        resends unanswered messages with the same ``message_id`` (use ``user_message``, whose
+        ids the server de-duplicates). ``verify_processing`` then asks each user's agent state
+        how often each message was processed.
+
+        The figures go to ``${OUTPUT DIR}/load/NAME.json`` and a summary into the log; the
+        `Get Load Figure`, `Get Load Latency` and check keywords read this run.
+
+        | ${run} =    Run Load    1000    2 s
+        | Run Load    100    3 s    connections=10
+        | Run Load    200    5 s    connections=4    message_type=user_message    drop_every=100    verify_processing=True
+        """
+        phase = Phase("steady", _positive_rate(rate), _positive_seconds(duration, "duration"))
+        return self._run(
+            [phase],
+            name=name,
+            connections=connections,
+            message_type=message_type,
+            high_priority_every=high_priority_every,
+            drop_every=drop_every,
+            reconnect=reconnect,
+            configure=configure,
+            verify_processing=verify_processing,
+            drain_timeout=drain_timeout,
+            connect_timeout=connect_timeout,
+            late_threshold=late_threshold,
+        )
+
+    @keyword(tags=("load",))
+    def run_load_in_phases(
+        self,
+        *,
+        connections: int = 1,
+        message_type: MessageType = MessageType.throughput_test,
+        high_priority_every: int = 0,
+        configure: dict[str, Any] | None = None,
+        name: str | None = None,
+        drain_timeout: timedelta = timedelta(seconds=10),
+        connect_timeout: timedelta = timedelta(seconds=10),
+        late_threshold: timedelta = timedelta(milliseconds=10),
+        **phases: str,
+    ) -> LoadResult:
+        """Runs named phases one after another on one open-loop schedule and returns the figures.
+
+        Each phase is ``NAME=RATE/s for DURATION`` or, for a linear ramp,
+        ``NAME=FROM..TO/s for DURATION``, in the order given. Every figure is kept per phase
+        as well as for the whole run: `Get Load Figure` and `Get Load Latency` take
+        ``phase=NAME``. Other arguments are as in `Run Load`.
+
+        | Run Load In Phases
+        | ...    warm-up=1000/s for 2 s
+        | ...    ramp=1000..5000/s for 2 s
+        | ...    sustained=7500/s for 4 s
+        """
+        if not phases:
+            raise ValueError("Give at least one phase, for example: warm-up=1000/s for 2 s")
+        parsed = [Phase.parse(phase_name, text) for phase_name, text in phases.items()]
+        return self._run(
+            parsed,
+            name=name,
+            connections=connections,
+            message_type=message_type,
+            high_priority_every=high_priority_every,
+            configure=configure,
+            drain_timeout=drain_timeout,
+            connect_timeout=connect_timeout,
+            late_threshold=late_threshold,
+        )
+
+    def _run(self, phases: list[Phase], *, name: str | None, connections: int, message_type: MessageType,
+             drain_timeout: timedelta, connect_timeout: timedelta, late_threshold: timedelta,
+             **options: Any) -> LoadResult:
+        if connections < 1:
+            raise ValueError(f"connections must be at least 1, got {connections}.")
+        target = self.ctx.target
+        if target.url is None:
+            raise RuntimeError("No target configured: call 'Configure Target' (or 'Set Up Apex Target') first.")
+        label = _safe_name(name or _test_name() or "load")
+        number = next(_runs)
+        tokens = self._tokens(connections)
+        plan = LoadPlan(
+            url=target.url,
+            tokens=tokens,
+            phases=phases,
+            connections=connections,
+            message_type=message_type.value,
+            name=label,
+            run_id=f"{label[:40]}~{number}{self.ctx.id_suffix}",
+            drain_timeout_s=seconds(drain_timeout) or 0.0,
+            connect_timeout_s=seconds(connect_timeout) or 10.0,
+            late_threshold_s=seconds(late_threshold) or 0.0,
+            **options,
+        )
+        engine = LoadEngine(plan)
+        limit = (
+            plan.connect_timeout_s * 2
+            + engine.schedule.duration_s
+            + plan.drain_timeout_s
+            + (30.0 if plan.verify_processing else 0.0)
+            + 30.0
+        )
+        monitor = self.ctx.monitor
+        logger.info(f"Load run '{label}': {engine.schedule.describe()} over {connections} connection(s).")
+        result = self.ctx.run(self._drive(engine, monitor), limit, f"Load run '{label}'")
+        if result is None:
+            problem = engine.configure_problem
+            if "'unsupported'" in problem:
+                raise SkipExecution(f"The target cannot configure the session for this run: {problem}")
+            raise RuntimeError(f"Load run '{label}' not started: {problem}")
+        self.last = result
+        path = self._write(result, f"{label}-{number}")
+        logger.info(_summary_html(result, path.name), html=True)
+        return result
+
+    async def _drive(self, engine: LoadEngine, monitor) -> LoadResult | None:
+        """Open, run and close; None when the sessions could not be configured as asked."""
+        if monitor is not None:
+            await monitor.sample("load before")
+        try:
+            await engine.open()
+            if monitor is not None:
+                monitor.connections = engine.opened
+                await monitor.sample("load connected")
+            if engine.configure_problem:
+                return None
+            result = await engine.run()
+            if monitor is not None:
+                monitor.messages = result.answered
+                await monitor.sample("load end")
+            return result
+        finally:
+            await engine.close()
+
+    def _tokens(self, count: int) -> list[str]:
+        target = self.ctx.target
+        if target.strategy.value == "fixed":
+            return [str(target.token)]
+        return [self._connections._new_user_token() for _ in range(count)]
+
+    def _write(self, result: LoadResult, stem: str):
+        path = self.ctx.output_dir() / "load" / f"{stem}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2))
+        return path
+
+    def _result(self) -> LoadResult:
+        if self.last is None:
+            raise RuntimeError("No load run yet: use 'Run Load' or 'Run Load In Phases' first.")
+        return self.last
+
+    # -- figures -----------------------------------------------------------------------------
+
+    @keyword(tags=("load", "measure"))
+    def get_load_figure(
+        self,
+        figure: LoadFigure,
+        operator: AssertionOperator | None = None,
+        expected: Any = None,
+        *,
+        phase: str | None = None,
+    ) -> Any:
+        """Returns one figure of the latest load run, optionally asserting it.
+
+        Counts: ``scheduled``, ``sent``, ``answered``, ``delivered`` (answered, or confirmed
+        by ``duplicate_rejected`` after a retry), ``lost`` (no outcome at all, or never sent),
+        ``duplicated``, ``reordered``, ``refused`` (``queue_full``), ``errors``,
+        ``missed_sends`` (sent later than the late threshold), ``opened``, ``disconnects``
+        (closed by the server or the network), ``reconnects``. Ratios: ``delivery ratio``
+        (delivered / scheduled), ``achieved ratio`` (receive rate / target rate),
+        ``connect ratio`` (opened / requested). Rates in msg/s: ``send rate``,
+        ``receive rate`` (answers per second over the answers' own window, so latency does not
+        lower it but a server slower than the offered rate does). Times in seconds:
+        ``connect time`` (all connections open), ``worst connection mean latency``.
+
+        ``phase`` reads that phase of a phased run (sent, answered, delivery ratio, rates,
+        achieved ratio).
+
+        | Get Load Figure    delivery ratio    >=    0.95
+        | Get Load Figure    achieved ratio    >=    0.9    phase=peak
+        | Get Load Figure    lost    ==    0
+        """
+        result = self._result()
+        value = _figure(result, figure, phase)
+        label = figure.value.replace("_", " ") + (f" ({phase})" if phase else "")
+        return self.ctx.check(f"load {label}", value, operator, expected, unit=_UNITS.get(figure, "count"))
+
+    @keyword(tags=("load", "measure", "latency"))
+    def get_load_latency(
+        self,
+        statistic: Statistic = Statistic.p99,
+        operator: AssertionOperator | None = None,
+        expected: Any = None,
+        *,
+        phase: str | None = None,
+    ) -> float:
+        """Returns a latency statistic of the latest load run in seconds, optionally asserting it.
+
+        Latency runs from each message's intended send time to its answer (HDR histogram,
+        3 significant figures). ``phase`` reads one phase of a phased run.
+
+        | Get Load Latency    p50    <=    50 ms
+        | Get Load Latency    p99    <=    500 ms
+        | Get Load Latency    p95    <=    200 ms    phase=peak
+        """
+        result = self._result()
+        summary = result.phase(phase)["latency"] if phase else result.latency
+        value = _statistic(summary, statistic)
+        if summary["count"] == 0 and operator is not None:
+            raise AssertionError(f"No answers in load run '{result.name}'{f' phase {phase}' if phase else ''}: no latency to judge.")
+        label = f"load latency {statistic.value}" + (f" ({phase})" if phase else "")
+        return self.ctx.check(label, value, operator, expected, unit="s")
+
+    @keyword(tags=("load", "measure", "latency"))
+    def get_load_latency_degradation(self, operator: AssertionOperator | None = None, expected: Any = None) -> float:
+        """Returns how much the p95 latency grew from the first to the last third of the latest run.
+
+        ``p95(last third) / p95(first third) − 1``, thirds by intended send time; latencies
+        below 5 ms count as 5 ms, so jitter on a fast server is not reported as degradation.
+        ``0.2`` means the end of the run was 20% slower than its start.
+
+        | Get Load Latency Degradation    <=    0.2
+        """
+        result = self._result()
+        first, _, last = result.latency_p95_by_third
+        value = round(max(last, DEGRADATION_FLOOR_S) / max(first, DEGRADATION_FLOOR_S) - 1, 4)
+        return self.ctx.check(
+            "load p95 degradation", value, operator, expected, unit="ratio",
+            message=f"p95 first third {first * 1000:.3f} ms, last third {last * 1000:.3f} ms",
+        )
+
+    @keyword(tags=("load", "measure", "backpressure"))
+    def get_backpressure_signal_time(self, operator: AssertionOperator | None = None, expected: Any = None) -> float | None:
+        """Returns seconds from the start of the latest run to its first ``queue_full``, optionally asserting it.
+
+        Returns ``None`` when there was none; with an assertion that fails, saying the
+        server never signalled backpressure.
+
+        | Get Backpressure Signal Time    <=    5 s
+        """
+        result = self._result()
+        value = result.first_refusal_s
+        if value is None:
+            if operator is not None:
+                self.ctx.measurements.append(Measurement("backpressure signal time", None, "s", operator.value, expected, False))
+                raise AssertionError(
+                    f"No queue_full in load run '{result.name}' ({result.sent} sent, {result.answered} answered): "
+                    "the server never signalled backpressure."
+                )
+            return None
+        return self.ctx.check("backpressure signal time", round(value, 6), operator, expected, unit="s")
+
+    @keyword(tags=("load", "measure", "backpressure"))
+    def get_high_priority_delivery_ratio(self, operator: AssertionOperator | None = None, expected: Any = None) -> float:
+        """Returns answered / sent for the high-priority messages of the latest run, optionally asserting it.
+
+        | Get High Priority Delivery Ratio    >=    0.8
+        """
+        result = self._result()
+        if not result.high_priority_sent:
+            raise RuntimeError("The latest load run sent no high-priority messages (use high_priority_every=N).")
+        value = round(result.high_priority_answered / result.high_priority_sent, 4)
+        return self.ctx.check(
+            "high-priority delivery ratio", value, operator, expected, unit="ratio",
+            message=f"{result.high_priority_answered} of {result.high_priority_sent} high-priority messages answered, "
+            f"{result.high_priority_refused} refused",
+        )
+
+    # -- checks ------------------------------------------------------------------------------
+
+    @keyword(tags=("load", "check", "ordering"))
+    def load_should_preserve_order_per_connection(self) -> int:
+        """Fails if, on any connection of the latest run, an answer arrived after a later message's answer.
+
+        Order is judged per connection in arrival order (never after sorting). The failure
+        names examples: ``sequence 7 arrived after 9 on connection c3``. Returns how many
+        answers were checked; fails too if there were none.
+
+        | Load Should Preserve Order Per Connection
+        """
+        result = self._result()
+        bad = [c for c in result.per_connection if c["reordered"]]
+        self.ctx.measurements.append(Measurement.exact("answers out of order", result.reordered, 0, "violations"))
+        if not result.answered:
+            raise AssertionError(f"Load run '{result.name}' got no answers: no order to check.")
+        if bad:
+            examples = [e for c in bad for e in c["examples"] if "arrived after" in e][:5]
+            raise AssertionError(
+                f"{result.reordered} answer(s) out of order on {len(bad)} of {result.connections} connection(s): "
+                + "; ".join(examples)
+            )
+        logger.info(f"{result.answered} answers on {result.connections} connection(s) all in send order.")
+        return result.answered
+
+    @keyword(tags=("load", "check", "delivery"))
+    def load_should_answer_every_message_exactly_once(self) -> int:
+        """Fails unless every message of the latest run was delivered once: none lost, none answered twice.
+
+        On a run with ``verify_processing`` the server's own agent state must also show every
+        message processed exactly once. The failure gives the counts per kind of problem and
+        examples. Returns the number of messages checked.
+
+        | Load Should Answer Every Message Exactly Once
+        """
+        result = self._result()
+        problems = []
+        undelivered = result.scheduled - result.delivered
+        if undelivered:
+            problems.append(
+                f"{undelivered} of {result.scheduled} message(s) never delivered "
+                f"({result.lost} with no outcome, {result.refused} refused, {result.errors} errors)"
+            )
+        if result.duplicated:
+            problems.append(f"{result.duplicated} answered more than once")
+        processing = result.processing
+        if processing is not None:
+            if processing["unavailable"]:
+                problems.append(processing["unavailable"])
+            if processing["not_processed"]:
+                problems.append(f"{processing['not_processed']} never processed by the server")
+            if processing["processed_more_than_once"]:
+                problems.append(f"{processing['processed_more_than_once']} processed more than once by the server")
+        self.ctx.measurements.append(Measurement.exact("messages not delivered exactly once", len(problems), 0, "violations"))
+        if problems:
+            examples = result.examples + (processing["examples"] if processing else [])
+            raise AssertionError(
+                f"Load run '{result.name}': " + "; ".join(problems)
+                + (f". Examples: {'; '.join(examples[:5])}" if examples else "")
+                + (f". Connections lost: {'; '.join(result.close_reasons)}" if result.close_reasons else "")
+            )
+        logger.info(f"All {result.scheduled} messages delivered exactly once.")
+        return result.scheduled
+
+
+def _figure(result: LoadResult, figure: LoadFigure, phase: str | None) -> Any:
+    if phase is not None:
+        data = result.phase(phase)
+        by_phase = {
+            LoadFigure.scheduled: data["scheduled"],
+            LoadFigure.sent: data["sent"],
+            LoadFigure.answered: data["answered"],
+            LoadFigure.delivery_ratio: data["delivery_ratio"],
+            LoadFigure.send_rate: data["send_rate"],
+            LoadFigure.receive_rate: data["receive_rate"],
+            LoadFigure.achieved_ratio: round(data["receive_rate"] / data["target_rate"], 4) if data["target_rate"] else 0.0,
+        }
+        if figure not in by_phase:
+            raise ValueError(f"'{figure.value}' is not kept per phase (per phase: {', '.join(f.value for f in by_phase)}).")
+        return by_phase[figure]
+    if figure is LoadFigure.achieved_ratio:
+        target = result.phases[-1]["target_rate"] if len(result.phases) == 1 else None
+        if not target:
+            raise ValueError("'achieved ratio' of a phased run needs phase=NAME.")
+        return round(result.receive_rate / target, 4)
+    if figure is LoadFigure.connect_ratio:
+        return round(result.opened / result.connections, 4)
+    if figure is LoadFigure.connect_time:
+        return round(result.connect_time_s, 6)
+    if figure is LoadFigure.reconnect_time:
+        return result.reconnect_time["max_s"]
+    if figure is LoadFigure.worst_connection_mean_latency:
+        return max((c["mean_latency_s"] for c in result.per_connection), default=0.0)
+    if figure is LoadFigure.delivery_ratio:
+        return round(result.delivery_ratio, 6)
+    if figure is LoadFigure.send_rate:
+        return round(result.send_rate, 3)
+    if figure is LoadFigure.receive_rate:
+        return round(result.receive_rate, 3)
+    return getattr(result, figure.value)
+
+
+def _statistic(summary: dict[str, float], statistic: Statistic) -> float:
+    key = "p99.9_s" if statistic is Statistic.p999 else f"{statistic.value}_s"
+    return summary[key] if key in summary else summary["mean_s"]
+
+
+def _positive_rate(rate: float) -> float:
+    if not math.isfinite(rate) or rate <= 0:
+        raise ValueError(f"rate must be a number of messages per second > 0, got {rate}.")
+    return float(rate)
+
+
+def _positive_seconds(value: timedelta, what: str) -> float:
+    secs = seconds(value) or 0.0
+    if secs <= 0:
+        raise ValueError(f"{what} must be longer than 0 s, got {value}.")
+    return secs
+
+
+def _test_name() -> str | None:
+    try:
+        return BuiltIn().get_variable_value("${TEST NAME}")
+    except RobotNotRunningError:
+        return None
+
+
+def _ms(value: float) -> str:
+    return f"{value * 1000:.3f} ms"
+
+
+def _summary_html(result: LoadResult, file_name: str) -> str:
+    lat = result.latency
+    rows = [
+        ("schedule", result.schedule),
+        ("connections", f"{result.opened} of {result.connections} opened in {result.connect_time_s:.3f} s"),
+        ("sent / scheduled", f"{result.sent} / {result.scheduled} ({result.missed_sends} missed sends, max lateness {_ms(result.lateness['max_s'])})"),
+        ("answered", f"{result.answered} (delivered {result.delivered}, ratio {result.delivery_ratio:.4f})"),
+        ("lost / duplicated / reordered", f"{result.lost} / {result.duplicated} / {result.reordered}"),
+        ("refused (queue_full) / errors", f"{result.refused} / {result.errors}"),
+        ("send rate / receive rate", f"{result.send_rate:.1f} / {result.receive_rate:.1f} msg/s"),
+        ("latency p50 / p90 / p95 / p99 / p99.9 / max",
+         " / ".join(_ms(lat[k]) for k in ("p50_s", "p90_s", "p95_s", "p99_s", "p99.9_s", "max_s"))),
+        ("disconnects / injected drops / reconnects", f"{result.disconnects} / {result.injected_drops} / {result.reconnects}"),
+    ]
+    if len(result.phases) > 1:
+        for p in result.phases:
+            figures = (
+                f"target {p['target_rate']:g} msg/s: sent {p['sent']}, answered {p['answered']}, "
+                f"receive {p['receive_rate']:.1f} msg/s, p95 {_ms(p['latency']['p95_s'])}, p99 {_ms(p['latency']['p99_s'])}"
+            )
+            rows.append((f"phase {p['name']}", figures))
+    body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in rows)
+    link = f'<a href="load/{escape(file_name)}">load/{escape(file_name)}</a>'
+    return f"<table border='1'>{body}</table>Figures: {link}"
+
+
+__all__ = ["LoadFigure", "LoadKeywords", "MessageType"]
