@@ -52,9 +52,12 @@ def run_suite(
     variables: dict[str, str] | None = None,
     variable_files: list[str] | None = None,
     env: dict[str, str] | None = None,
+    tests: list[str] | None = None,
     timeout: float = 240,
 ) -> SuiteRun:
     command = [sys.executable, "-m", "robot", "--outputdir", str(output_dir), "--console", "dotted"]
+    for name in tests or []:
+        command += ["--test", name]
     for name, value in (variables or {}).items():
         command += ["--variable", f"{name}:{value}"]
     for path in variable_files or []:

@@ -303,8 +303,8 @@ class LoadKeywords(LibraryComponent):
         """
         result = self._result()
         value = _figure(result, figure, phase)
-        label = figure.value.replace("_", " ") + (f" ({phase})" if phase else "")
-        return self.ctx.check(f"load {label}", value, operator, expected, unit=_UNITS.get(figure, "count"))
+        label = f"{figure.value.replace('_', ' ')} of {_run_label(result, phase)}"
+        return self.ctx.check(label, value, operator, expected, unit=_UNITS.get(figure, "count"))
 
     @keyword(tags=("load", "measure", "latency"))
     def get_load_latency(
@@ -329,7 +329,7 @@ class LoadKeywords(LibraryComponent):
         value = _statistic(summary, statistic)
         if summary["count"] == 0 and operator is not None:
             raise AssertionError(f"No answers in load run '{result.name}'{f' phase {phase}' if phase else ''}: no latency to judge.")
-        label = f"load latency {statistic.value}" + (f" ({phase})" if phase else "")
+        label = f"latency {statistic.value} of {_run_label(result, phase)}"
         return self.ctx.check(label, value, operator, expected, unit="s")
 
     @keyword(tags=("load", "measure", "latency"))
@@ -346,7 +346,7 @@ class LoadKeywords(LibraryComponent):
         first, _, last = result.latency_p95_by_third
         value = round(max(last, DEGRADATION_FLOOR_S) / max(first, DEGRADATION_FLOOR_S) - 1, 4)
         return self.ctx.check(
-            "load p95 degradation", value, operator, expected, unit="ratio",
+            f"p95 degradation of {_run_label(result, None)}", value, operator, expected, unit="ratio",
             message=f"p95 first third {first * 1000:.3f} ms, last third {last * 1000:.3f} ms",
         )
 
@@ -382,7 +382,7 @@ class LoadKeywords(LibraryComponent):
             raise RuntimeError("The latest load run sent no high-priority messages (use high_priority_every=N).")
         value = round(result.high_priority_answered / result.high_priority_sent, 4)
         return self.ctx.check(
-            "high-priority delivery ratio", value, operator, expected, unit="ratio",
+            f"high-priority delivery ratio of {_run_label(result, None)}", value, operator, expected, unit="ratio",
             message=f"{result.high_priority_answered} of {result.high_priority_sent} high-priority messages answered, "
             f"{result.high_priority_refused} refused",
         )
@@ -488,6 +488,11 @@ def _figure(result: LoadResult, figure: LoadFigure, phase: str | None) -> Any:
     if figure is LoadFigure.receive_rate:
         return round(result.receive_rate, 3)
     return getattr(result, figure.value)
+
+
+def _run_label(result: LoadResult, phase: str | None) -> str:
+    """How a measurement names its run: ``load 'rate-2500'``, ``load 'benchmark' phase peak``."""
+    return f"load '{result.name}'" + (f" phase {phase}" if phase else "")
 
 
 def _statistic(summary: dict[str, float], statistic: Statistic) -> float:
