@@ -65,6 +65,17 @@ EXPECTED_FAILURES: dict[str, dict[str, str]] = {
         STABILITY: "response time mean was",
         BENCHMARK: "response time p95 was",
     },
+    # 1 MB kept per processed message: the stability scenario's 150 messages grow the server
+    # by about 143 MB, over its 100 MB limit (the default 4 KB could never reach it).
+    "leak=1000000": {
+        STABILITY: "server memory growth was",
+    },
+    # Every connection dies after 100 frames: only the scenarios sending that many notice.
+    "disconnect_every": {
+        OVERFLOW: "closed by the server or the network",
+        STABILITY: "closed by the server or the network, code 1006",
+        BENCHMARK: "code 1006) while waiting for replies to 100 messages",
+    },
 }
 
 

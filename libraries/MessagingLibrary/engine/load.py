@@ -45,6 +45,8 @@ OTHER_OUTCOMES = frozenset({"duplicate_rejected", "queue_full", "error"})
 MESSAGE_TYPES = ("throughput_test", "user_message")
 #: The scheduler yields to the readers at least this often while catching up on due sends.
 SEND_BATCH = 64
+#: The scheduler's shortest sleep (event-loop timers have millisecond resolution).
+MIN_SLEEP_S = 0.001
 #: Failure reasons kept per run (the rest are counted).
 MAX_REASONS = 5
 
@@ -59,7 +61,7 @@ class LoadPlan:
     connections: int = 1
     message_type: str = "throughput_test"
     content: str = "load test message"
-    #: Every n-th message of the run (k % n == 0) is sent with priority ``high``; 0: none.
+    #: One message in n is sent with priority ``high`` (spread by a hash, see is_high); 0: none.
     high_priority_every: int = 0
     drain_timeout_s: float = 10.0
     connect_timeout_s: float = 10.0
@@ -139,7 +141,9 @@ class PhaseFigures:
             return offered
         return min((self.answered - 1) / span, offered * self.answered / max(self.answered - 1, 1))
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, run_latency: LatencyHistogram | None = None) -> dict[str, Any]:
+        """``run_latency``: the run's histogram, for a run of one phase (not recorded twice)."""
+        latency = run_latency if run_latency is not None else self.latency
         return {
             "name": self.phase.name,
             "target_rate": self.phase.rate,
@@ -151,7 +155,7 @@ class PhaseFigures:
             "delivery_ratio": round(self.answered / self.scheduled, 6) if self.scheduled else None,
             "send_rate": round(self.send_rate(), 3),
             "receive_rate": round(self.receive_rate(), 3),
-            "latency": self.latency.summary().as_dict(),
+            "latency": latency.summary().as_dict(),
         }
 
 
@@ -227,6 +231,12 @@ class LoadConnection:
                     engine.unparseable += 1
                     continue
                 kind = frame.get("type")
+                request_id = frame.get("request_id")
+                if request_id is not None and request_id in self.pending:
+                    future = self.pending.pop(request_id)
+                    if not future.done():
+                        future.set_result(frame)
+                    continue
                 if kind in ANSWERS or kind in OTHER_OUTCOMES:
                     delivery_id = frame.get("delivery_id")
                     if isinstance(delivery_id, str):
@@ -251,9 +261,10 @@ class LoadConnection:
                         continue
                     k = seq * engine.width + owner.index
                     if kind in ANSWERS:
-                        latency = ts - engine.intended_ns(k)
+                        offset = engine.schedule.intended_offset_ns(k)
+                        latency = ts - engine.start_ns - offset
                         if owner.tracker.on_answer(seq, latency, owner.name):
-                            engine.on_answer(k, latency, ts)
+                            engine.on_answer(k, offset, latency, ts)
                     else:
                         owner.tracker.on_other_outcome(seq, kind)
                         if kind == "queue_full":
@@ -266,12 +277,6 @@ class LoadConnection:
                         self.session_started = frame
                     self.progress.set()
                     continue
-                request_id = frame.get("request_id")
-                if request_id is not None:
-                    future = self.pending.pop(request_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(frame)
-                        continue
                 engine.other_frames += 1
         except ConnectionClosed:
             pass
@@ -369,7 +374,7 @@ class LoadConnection:
         body: dict[str, Any] = {"type": plan.message_type, "message_id": f"{self.prefix}{seq}", "sequence_id": seq}
         if plan.message_type == "user_message":
             body["content"] = plan.content
-        if plan.high_priority_every and k % plan.high_priority_every == 0:
+        if engine.is_high(k):
             body["priority"] = "high"
         return orjson.dumps(body)
 
@@ -498,8 +503,14 @@ class LoadEngine:
         return self.start_ns + self.schedule.intended_offset_ns(k)
 
     def is_high(self, k: int) -> bool:
+        """One message in ``high_priority_every`` on average, spread by a fixed hash of ``k``.
+
+        Not every n-th: a strict period lines up with the sender's millisecond batches and
+        the server's read batches, so the high ones would always arrive first in a batch and
+        win free slots by timing alone, hiding a server that ignores priority.
+        """
         every = self.plan.high_priority_every
-        return bool(every) and k % every == 0
+        return bool(every) and (((k * 2654435761) & 0xFFFFFFFF) >> 8) % every == 0
 
     # -- callbacks from the connections ------------------------------------------------------
 
@@ -522,16 +533,18 @@ class LoadEngine:
         figures.sent += 1
         figures.last_send_ns = ts
 
-    def on_answer(self, k: int, latency_ns: int, ts: int) -> None:
+    def on_answer(self, k: int, offset_ns: int, latency_ns: int, ts: int) -> None:
+        """The first answer to message ``k`` (intended ``offset_ns`` after the start)."""
         self.latency.record_ns(latency_ns)
         figures = self.phases[self.schedule.phase_of(k)]
-        figures.latency.record_ns(latency_ns)
+        if len(self.phases) > 1:
+            figures.latency.record_ns(latency_ns)
         if figures.answered == 0:
             figures.first_answer_ns = ts
         figures.answered += 1
-        figures.last_answer_ns = max(figures.last_answer_ns, ts)
-        third = min(2, self.schedule.intended_offset_ns(k) // self._third_ns)
-        self.thirds[third].record_ns(latency_ns)
+        if ts > figures.last_answer_ns:
+            figures.last_answer_ns = ts
+        self.thirds[min(2, offset_ns // self._third_ns)].record_ns(latency_ns)
         if self.is_high(k):
             self.answered_high += 1
 
@@ -609,7 +622,9 @@ class LoadEngine:
             due = start + offset(k)
             now = clock()
             if due > now:
-                await asyncio.sleep((due - now) / 1e9)
+                # Never sleep under 1 ms: timers are no finer (uvloop would spin a core); a send
+                # that wakes up to 1 ms late records that lateness, and latency includes it.
+                await asyncio.sleep(max(MIN_SLEEP_S, (due - now) / 1e9))
                 continue
             burst = 0
             while k < total and burst < SEND_BATCH:
@@ -690,7 +705,8 @@ class LoadEngine:
         refused = sum(t.refused for t in trackers)
         end = self.end_ns or time.perf_counter_ns()
         open_errors = [c.open_error for c in self.connections if c.open_error and not c.handshake_s]
-        high_sent = sum(1 for k in range(0, scheduled, self.plan.high_priority_every)) if self.plan.high_priority_every else 0
+        every = self.plan.high_priority_every
+        high_sent = sum(1 for t in trackers for seq in range(t.sent) if self.is_high(seq * self.width + t.index)) if every else 0
         return LoadResult(
             name=self.plan.name,
             schedule=self.schedule.describe(),
@@ -722,7 +738,7 @@ class LoadEngine:
             latency=self.latency.summary().as_dict(),
             lateness=self.lateness.summary().as_dict(),
             latency_p95_by_third=[h.percentile(95) for h in self.thirds],
-            phases=[p.as_dict() for p in self.phases],
+            phases=[p.as_dict(self.latency if len(self.phases) == 1 else None) for p in self.phases],
             per_connection=[t.as_dict() for t in trackers],
             disconnects=sum(t.disconnects for t in trackers),
             close_reasons=list(self.close_reasons),

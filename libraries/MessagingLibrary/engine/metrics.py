@@ -17,11 +17,24 @@ HIGHEST_US = 3_600_000_000
 SIGNIFICANT_FIGURES = 3
 
 
+#: Values recorded since the last flush into the HDR histogram are counted in a dict first
+#: (recording into hdrh is pure Python and costs about 1 µs); flushed at this many keys.
+PENDING_KEYS = 256
+#: Significant bits an HDR histogram with 3 significant figures keeps (its sub-bucket count).
+_KEPT_BITS = 11
+
+
 class LatencyHistogram:
-    """An HDR histogram of latencies; record nanoseconds, read seconds."""
+    """An HDR histogram of latencies; record nanoseconds, read seconds.
+
+    Recording is batched: each value is first rounded to the histogram's own resolution and
+    counted in a small dict, which is flushed into the histogram every :data:`PENDING_KEYS`
+    distinct values and before every read. Memory stays bounded; results are identical.
+    """
 
     def __init__(self) -> None:
         self._histogram = HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES)
+        self._pending: dict[int, int] = {}
         self.clamped = 0
 
     @classmethod
@@ -32,15 +45,31 @@ class LatencyHistogram:
         return histogram
 
     def record_ns(self, value_ns: int) -> None:
-        micros = max(LOWEST_US, value_ns // 1000)
-        if micros > HIGHEST_US:
+        micros = value_ns // 1000
+        if micros < LOWEST_US:
+            micros = LOWEST_US
+        elif micros > HIGHEST_US:
             self.clamped += 1
             micros = HIGHEST_US
-        self._histogram.record_value(micros)
+        if micros >= 1 << _KEPT_BITS:  # round down to the histogram's resolution
+            shift = micros.bit_length() - _KEPT_BITS
+            micros = micros >> shift << shift
+        pending = self._pending
+        pending[micros] = pending.get(micros, 0) + 1
+        if len(pending) >= PENDING_KEYS:
+            self._flush()
+
+    def _flush(self) -> HdrHistogram:
+        if self._pending:
+            record = self._histogram.record_value
+            for micros, count in self._pending.items():
+                record(micros, count)
+            self._pending = {}
+        return self._histogram
 
     @property
     def count(self) -> int:
-        return self._histogram.get_total_count()
+        return self._flush().get_total_count()
 
     def percentile(self, percentile: float) -> float:
         """The value at ``percentile`` (0–100) in seconds; 0.0 when empty."""
@@ -48,19 +77,19 @@ class LatencyHistogram:
             raise ValueError(f"Percentile must be between 0 and 100, got {percentile}.")
         if self.count == 0:
             return 0.0
-        return self._histogram.get_value_at_percentile(percentile) / 1e6
+        return self._flush().get_value_at_percentile(percentile) / 1e6
 
     @property
     def max(self) -> float:
-        return self._histogram.get_max_value() / 1e6 if self.count else 0.0
+        return self._flush().get_max_value() / 1e6 if self.count else 0.0
 
     @property
     def min(self) -> float:
-        return self._histogram.get_min_value() / 1e6 if self.count else 0.0
+        return self._flush().get_min_value() / 1e6 if self.count else 0.0
 
     @property
     def mean(self) -> float:
-        return self._histogram.get_mean_value() / 1e6 if self.count else 0.0
+        return self._flush().get_mean_value() / 1e6 if self.count else 0.0
 
     def summary(self) -> LatencySummary:
         return LatencySummary(

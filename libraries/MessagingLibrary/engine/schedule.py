@@ -107,9 +107,14 @@ class Schedule:
             start += phase.duration_s
         self.total = index
         self.duration_s = start
+        only = self.phases[0]
+        #: One constant phase (the common case): offsets are k × interval, no search.
+        self._interval_ns = 1e9 / only.rate if len(self.phases) == 1 and only.start_rate is None and only.rate else 0.0
 
     def phase_of(self, k: int) -> int:
         """The index of the phase message ``k`` belongs to."""
+        if len(self._first_index) == 1:
+            return 0
         return max(0, bisect.bisect_right(self._first_index, k) - 1)
 
     def phase_bounds(self, p: int) -> tuple[int, int]:
@@ -120,6 +125,8 @@ class Schedule:
         return self._start_ns[p]
 
     def intended_offset_ns(self, k: int) -> int:
+        if self._interval_ns:
+            return int(k * self._interval_ns)
         p = self.phase_of(k)
         return self._start_ns[p] + int(self.phases[p].offset_s(k - self._first_index[p]) * 1e9)
 

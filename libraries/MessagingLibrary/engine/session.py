@@ -399,7 +399,7 @@ class Session:
         ts_ns = time.perf_counter_ns()
         self.history.record_sent(self.alias, frame, ts_ns, intended_ns)
         try:
-            await ws.send(data.decode())
+            await ws.send(data, text=True)
         except ConnectionClosed:
             raise ConnectionLost(self.closed_description(f"sending {frame.get('type')}")) from None
         return ts_ns

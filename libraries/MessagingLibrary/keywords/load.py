@@ -116,8 +116,9 @@ class LoadKeywords(LibraryComponent):
         missed send: the generator says when it could not keep the schedule.
 
         After the last send the run waits up to ``drain_timeout`` for outstanding replies;
-        whatever has none by then is lost. ``high_priority_every=10`` sends every 10th message
-        with priority ``high``. ``configure`` is sent as ``configure_session`` on each connection
+        whatever has none by then is lost. ``high_priority_every=10`` sends one message in 10
+        with priority ``high``, spread by a fixed hash (not strictly every 10th, which would line
+        up with send batches). ``configure`` is sent as ``configure_session`` on each connection
         (for example ``${{ {'throughput_processing_ms': 0.5} }}``); a server that lacks it makes
         the keyword skip the test, saying so. ``drop_every=N`` aborts each connection after
         every N of its messages and reconnects; ``reconnect`` reconnects after any loss, and
