@@ -106,3 +106,14 @@ def assert_fails_exactly(run: SuiteRun, fault: str, expected: dict[str, str], ev
     assert run.passed == every_test - set(expected)
     for test, fragment in expected.items():
         assert fragment in run.outcomes[test].message, f"{fault} / {test}: {run.outcomes[test].message[:500]}"
+
+
+def assert_no_secret_in_artefacts(run: SuiteRun, *secrets: str) -> None:
+    """No token appears in anything the run wrote: Robot's files, the History, metrics, load figures."""
+    kinds = (".html", ".xml", ".jsonl", ".json")
+    artefacts = sorted(p for p in run.output_dir.rglob("*") if p.is_file() and p.suffix in kinds)
+    assert artefacts, f"no artefacts under {run.output_dir}"
+    for path in artefacts:
+        text = path.read_text(errors="replace")
+        for secret in secrets:
+            assert secret not in text, f"a token leaked into {path.relative_to(run.output_dir)}"

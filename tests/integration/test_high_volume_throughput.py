@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from .robot_runs import assert_fails_exactly, hand_started_mock, run_suite
+from .robot_runs import assert_fails_exactly, assert_no_secret_in_artefacts, hand_started_mock, run_suite
 
 pytestmark = pytest.mark.suite
 
@@ -133,10 +133,7 @@ def test_suite_passes_through_the_staging_variable_file_against_a_mock_started_b
     assert run.passed == ALL, {name: o.message for name, o in run.outcomes.items() if o.status != "PASS"}
     resources = json.loads(sorted((run.output_dir / "resources").glob("*.json"))[0].read_text())
     assert resources["server"]["source"].startswith("server_stats")
-    artefacts = ["log.html", "output.xml", "report.html", *(p.name for p in run.output_dir.glob("*.jsonl"))]
-    artefacts += [f"load/{p.name}" for p in (run.output_dir / "load").glob("*.json")]
-    for artefact in artefacts:
-        assert TOKEN not in (run.output_dir / artefact).read_text(), f"the token leaked into {artefact}"
+    assert_no_secret_in_artefacts(run, TOKEN)
 
 
 def test_a_server_without_session_control_skips_the_overload_scenarios_saying_why(results_dir, tmp_path):

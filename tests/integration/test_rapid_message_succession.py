@@ -13,7 +13,7 @@ import time
 import pytest
 from MessagingLibrary.engine.mock_process import start_mock
 
-from .robot_runs import assert_fails_exactly, hand_started_mock, run_suite
+from .robot_runs import assert_fails_exactly, assert_no_secret_in_artefacts, hand_started_mock, run_suite
 
 pytestmark = pytest.mark.suite
 
@@ -132,8 +132,7 @@ def test_suite_passes_through_the_staging_variable_file_against_a_mock_started_b
             env={"APEX_WS_URL": url, "APEX_TOKEN": TOKEN},
         )
     assert run.passed == ALL, {name: o.message for name, o in run.outcomes.items() if o.status != "PASS"}
-    for artefact in ("log.html", "output.xml", "report.html", *(p.name for p in run.output_dir.glob("*.jsonl"))):
-        assert TOKEN not in (run.output_dir / artefact).read_text(), f"the token leaked into {artefact}"
+    assert_no_secret_in_artefacts(run, TOKEN)
 
 
 def test_staging_without_settings_stops_the_run_naming_what_is_missing(results_dir):
