@@ -499,9 +499,6 @@ class LoadEngine:
 
     # -- schedule ----------------------------------------------------------------------------
 
-    def intended_ns(self, k: int) -> int:
-        return self.start_ns + self.schedule.intended_offset_ns(k)
-
     def is_high(self, k: int) -> bool:
         """One message in ``high_priority_every`` on average, spread by a fixed hash of ``k``.
 
@@ -730,6 +727,8 @@ class LoadEngine:
             reordered=sum(t.reordered for t in trackers),
             untracked=sum(t.untracked for t in trackers),
             unmatched=self.unmatched,
+            unparseable=self.unparseable,
+            other_frames=self.other_frames,
             missed_sends=self.missed_sends,
             deferred_sends=self.deferred_sends,
             late_threshold_s=self.plan.late_threshold_s,
@@ -782,7 +781,11 @@ class LoadResult:
     duplicated: int
     reordered: int
     untracked: int
+    #: Outcome frames for no message of this run, frames that were not JSON objects, and
+    #: frames of other types (neither outcomes nor replies to the run's requests).
     unmatched: int
+    unparseable: int
+    other_frames: int
     missed_sends: int
     deferred_sends: int
     late_threshold_s: float
