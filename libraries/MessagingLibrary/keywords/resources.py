@@ -69,18 +69,11 @@ class ResourceKeywords(LibraryComponent):
     def _rss(self, role: ProcessRole) -> int | None:
         if role is ProcessRole.client:
             return psutil.Process().memory_info().rss
-        mocks = [o.resource for o in self.ctx.owners if isinstance(o.resource, MockProcess) and o.resource.running]
-        if mocks:
-            return psutil.Process(mocks[-1].pid).memory_info().rss
-        if self.ctx.current is None:
+        reader, _ = self._server_reader()
+        if reader is None:
             return None
-        session = self.ctx.session()
-        try:
-            stats = self.ctx.run(session.request({"type": "get_server_stats"}, 5.0), 5.0, "get_server_stats")
-        except ServerError:
-            return None
-        value = stats.get("rss_bytes")
-        return int(value) if isinstance(value, (int, float)) else None
+        reading = self.ctx.run(reader(), 10.0, "Reading the server's memory")
+        return None if reading is None else reading[0]
 
     @keyword(tags=("resources",))
     def take_memory_baseline(self) -> dict[str, Any]:
@@ -127,6 +120,8 @@ class ResourceKeywords(LibraryComponent):
     # -- the background monitor ----------------------------------------------------------------
 
     def _server_reader(self):
+        """How to read the server's (rss, cpu): the mock's process when this library started it,
+        else ``server_stats`` over the current connection; ``(None, "")`` when neither exists."""
         mocks = [o.resource for o in self.ctx.owners if isinstance(o.resource, MockProcess) and o.resource.running]
         if mocks:
             return psutil_reader(mocks[-1].pid), f"mock server process, pid {mocks[-1].pid} (psutil)"
