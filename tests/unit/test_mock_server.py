@@ -11,6 +11,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
@@ -865,6 +867,22 @@ def _first_line(proc: subprocess.Popen, timeout: float = 10.0) -> str:
     return proc.stdout.readline()
 
 
+@contextmanager
+def cli_mock(*args: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """``apex-mock --port 0 ARGS`` started as a user would: yields the process and its start-up
+    line, and kills the process afterwards if the test did not stop it."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "apex_mock", "--port", "0", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+    )
+    try:
+        yield proc, _first_line(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_cli_unknown_fault_exits_2_with_list():
     proc = subprocess.run(
         [sys.executable, "-m", "apex_mock", "--fault", "bogus"],
@@ -887,12 +905,7 @@ def test_cli_help_lists_faults():
 
 def test_cli_startup_line_health_and_sigterm(tmp_path):
     log_file = tmp_path / "mock.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apex_mock", "--port", "0", "--fault", "reorder", "--log-file", str(log_file)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-    )
-    try:
-        line = _first_line(proc)
+    with cli_mock("--fault", "reorder", "--log-file", str(log_file)) as (proc, line):
         assert line.startswith("apex-mock listening on ws://127.0.0.1:") and line.endswith("/ws\n")
         port = int(line.rsplit(":", 1)[1].split("/")[0])
         assert port > 0
@@ -902,20 +915,10 @@ def test_cli_startup_line_health_and_sigterm(tmp_path):
         assert proc.stdout.read() == ""
         log_text = log_file.read_text()
         assert "server_started" in log_text and '"fault":"reorder"' in log_text
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_cli_offline_flags_set_the_defaults(tmp_path):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apex_mock", "--port", "0", "--offline-capacity", "7",
-         "--overflow-policy", "reject", "--offline-ttl-s", "12.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-    )
-    try:
-        line = _first_line(proc)
+    with cli_mock("--offline-capacity", "7", "--overflow-policy", "reject", "--offline-ttl-s", "12.5") as (proc, line):
         url = line.rsplit(" ", 1)[1].strip()
 
         async def scenario():
@@ -928,10 +931,6 @@ def test_cli_offline_flags_set_the_defaults(tmp_path):
         assert (qs["offline_capacity"], qs["overflow_policy"], qs["offline_ttl_s"]) == (7, "reject", 12.5)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ import pytest
 from apex_mock import MockServer
 from apex_mock import faults as F
 from apex_mock.cli import build_parser
-from test_mock_server import Client, _env, _first_line, poll, run, started
+from test_mock_server import Client, _env, cli_mock, poll, run, started
 
 
 async def burst(c: Client, n: int, start: int = 0, kind: str = "throughput_test", prefix: str = "t") -> None:
@@ -395,14 +395,10 @@ def test_cli_rejects_bad_throughput_processing_ms(value, message, capsys):
 
 def test_cli_fault_parameters_and_throughput_setting_reach_the_server(tmp_path):
     log_file = tmp_path / "mock.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "apex_mock", "--port", "0", "--no-uvloop", "--log-file", str(log_file),
-         "--fault", "reorder,throttle=1500.5", "--fault", "disconnect_every",
-         "--throughput-processing-ms", "0.5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-    )
-    try:
-        line = _first_line(proc)
+    with cli_mock(
+        "--no-uvloop", "--log-file", str(log_file), "--fault", "reorder,throttle=1500.5",
+        "--fault", "disconnect_every", "--throughput-processing-ms", "0.5",
+    ) as (proc, line):
         url = line.rsplit(" ", 1)[1].strip()
 
         async def scenario():
@@ -423,7 +419,3 @@ def test_cli_fault_parameters_and_throughput_setting_reach_the_server(tmp_path):
         )
         assert started_event["faults"] == ["disconnect_every=100", "reorder", "throttle=1500.5"]
         assert started_event["defaults"]["throughput_processing_ms"] == 0.5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
