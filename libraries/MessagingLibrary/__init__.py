@@ -5,6 +5,7 @@ See the library documentation (``libdoc MessagingLibrary``), DESIGN.md and docs/
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -13,10 +14,12 @@ from robotlibcore import DynamicCore
 from .context import Context, UserStrategy, seconds
 from .engine.mock_process import MockProcess
 from .engine.monitor import ResourceMonitor
+from .engine.proxy import FaultProxy
 from .engine.session import Session
 from .keywords import (
     CheckKeywords,
     ConnectionKeywords,
+    FaultProxyKeywords,
     LoadKeywords,
     MockServerKeywords,
     OfflineQueueKeywords,
@@ -89,6 +92,7 @@ class MessagingLibrary(DynamicCore):
         self.ROBOT_LIBRARY_LISTENER = self
         self._suites: list[str] = []
         connections = ConnectionKeywords(self.ctx)
+        self._proxies = FaultProxyKeywords(self.ctx)
         components = [
             MockServerKeywords(self.ctx),
             connections,
@@ -99,6 +103,7 @@ class MessagingLibrary(DynamicCore):
             CheckKeywords(self.ctx),
             LoadKeywords(self.ctx, connections),
             ResourceKeywords(self.ctx),
+            self._proxies,
             ReportingKeywords(self.ctx),
         ]
         super().__init__(components)
@@ -122,9 +127,14 @@ class MessagingLibrary(DynamicCore):
         self.ctx.id_suffix = f"~{uuid.uuid4().hex[:8]}" if fixed else ""
         self.ctx.scope = f"test:{data.id}"
         self.ctx.test_mark = self.ctx.history.mark()
+        self.ctx.test_started_ns = time.perf_counter_ns()
         self.ctx.measurements = []
 
     def _end_test(self, data, result) -> None:
+        if result.failed:
+            note = self.ctx.fault_note()
+            if note and note not in result.message:
+                result.message += note
         self._release(f"test:{data.id}")
         self.ctx.scope = self.ctx.suite_scope
         self.ctx.test_mark = self.ctx.history.mark()
@@ -135,7 +145,11 @@ class MessagingLibrary(DynamicCore):
         self.ctx.loop.stop()
 
     def _release(self, scope: str) -> None:
-        for owned in [o for o in self.ctx.owners if o.scope == scope]:
+        # Connections first, then what they ran through: a proxy, then the server itself.
+        owned_here = [o for o in self.ctx.owners if o.scope == scope]
+        order = {Session: 0, ResourceMonitor: 1, FaultProxy: 2, MockProcess: 3}
+        owned_here.sort(key=lambda o: order.get(type(o.resource), 1))
+        for owned in owned_here:
             self.ctx.owners.remove(owned)
             resource = owned.resource
             try:
@@ -147,6 +161,8 @@ class MessagingLibrary(DynamicCore):
                             self.ctx.current = next(iter(self.ctx.sessions), None)
                 elif isinstance(resource, MockProcess):
                     resource.stop()
+                elif isinstance(resource, FaultProxy):
+                    self._proxies.release(resource)
                 elif isinstance(resource, ResourceMonitor):
                     if resource.running:
                         self.ctx.run(resource.stop(), 5.0, "Stopping the resource monitor")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -15,7 +16,7 @@ from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from robot.utils import is_truthy, timestr_to_secs
 
 from .engine.checks import CheckResult
-from .engine.history import History
+from .engine.history import FAULT, History
 from .engine.loop import LoopThread
 from .engine.session import Session, SessionError
 
@@ -89,9 +90,13 @@ class Context:
     scope: str = "library"
     suite_scope: str = "library"
     test_mark: int = 0
+    #: perf_counter_ns when the current test started (times in the fault notes are relative to it).
+    test_started_ns: int = 0
     default_timeout: float = 10.0
     #: The running resource monitor (engine.monitor.ResourceMonitor), if any: load runs mark it.
     monitor: Any = None
+    #: The load run in progress (engine.load.LoadEngine), if any: the fault proxy names its connections.
+    load_engine: Any = None
     #: Appended to generated message ids when test users are not fresh (strategy ``fixed``),
     #: so a rerun's ``seq-msg-0`` is not rejected as a duplicate of the last run's.
     id_suffix: str = ""
@@ -164,6 +169,26 @@ class Context:
             raise
         row.passed = True
         return value
+
+    def fault_note(self) -> str:
+        """`` [Network faults injected in this test: ...]`` when the fault proxy injected any, else ``""``.
+
+        Appended to a failed test's message so the cause shows next to the effect.
+        """
+        events = [e for e in self.history.select(self.test_mark, direction=FAULT) if e.frame.get("fault") != "rule added"]
+        if not events:
+            return ""
+        counts = Counter(str(e.frame.get("fault")) for e in events)
+        first = events[0]
+        frame = first.frame.get("frame") or {}
+        what = " ".join(str(frame[k]) for k in ("type", "message_id", "delivery_id") if frame.get(k) is not None)
+        at = (first.ts_ns - self.test_started_ns) / 1e9 if self.test_started_ns else None
+        when = f" at +{at:.3f} s" if at is not None and at >= 0 else ""
+        return (
+            " [Network faults injected in this test: "
+            + ", ".join(f"{n} {fault}" for fault, n in counts.items())
+            + f"; the first: {first.frame.get('fault')}{' of ' + what if what else ''}{when} on {first.connection}]"
+        )
 
     # -- Robot environment -------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Test doubles shared by the unit tests (importable because tests/unit is on sys.path)."""
+"""Test doubles and helpers shared by the unit tests (importable because tests/unit is on sys.path)."""
 
 
 class FakeClock:
@@ -12,3 +12,16 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.t += seconds
+
+
+class Keywords:
+    """Calls a library's keywords by their Python names, as Robot would after argument conversion."""
+
+    def __init__(self, library) -> None:
+        self.library = library
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            return self.library.run_keyword(name, list(args), kwargs)
+
+        return call

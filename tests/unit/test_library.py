@@ -10,6 +10,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from fakes import Keywords
 from robot.api.types import Secret
 
 from MessagingLibrary import MessagingLibrary
@@ -30,19 +31,6 @@ def lib(mock):
     kw.configure_target(mock.url, Secret("unit"), admin_token=Secret("admin-unit"))
     yield kw
     library._close()
-
-
-class Keywords:
-    """Calls keywords by their Python names, as Robot would after argument conversion."""
-
-    def __init__(self, library: MessagingLibrary) -> None:
-        self.library = library
-
-    def __getattr__(self, name):
-        def call(*args, **kwargs):
-            return self.library.run_keyword(name, list(args), kwargs)
-
-        return call
 
 
 def free_port() -> int:

@@ -23,6 +23,8 @@ import orjson
 SENT = "sent"
 RECEIVED = "received"
 CONNECTION = "connection"
+#: A fault the fault proxy injected (type ``fault``; the frame says which and where).
+FAULT = "fault"
 
 #: Reply types that settle one ``user_message`` attempt.
 OUTCOME_TYPES = frozenset({"ai_response", "duplicate_rejected", "queue_full", "error"})
@@ -117,6 +119,10 @@ class History:
     def record_connection(self, connection: str, what: str, **details: Any) -> Event:
         """A connection event: ``opened``, ``closed``, ``dropped``, ``lost``, ``reconnected``."""
         return self._append(CONNECTION, connection, {"type": what, **details})
+
+    def record_fault(self, connection: str, ts_ns: int, **details: Any) -> Event:
+        """A fault injected by the fault proxy, at ``ts_ns``: ``{"type": "fault", "fault": "drop", ...}``."""
+        return self._append(FAULT, connection, {"type": "fault", **details}, ts_ns)
 
     def mark(self) -> int:
         """The index the next event will get: pass it as ``since`` to look only at what follows."""

@@ -5,6 +5,7 @@ from .connection import ConnectionKeywords
 from .load import LoadKeywords
 from .mock_server import MockServerKeywords
 from .offline import OfflineQueueKeywords
+from .proxy import FaultProxyKeywords
 from .reporting import ReportingKeywords
 from .resources import ResourceKeywords
 from .responses import ResponseKeywords
@@ -14,6 +15,7 @@ from .state import StateKeywords
 __all__ = [
     "CheckKeywords",
     "ConnectionKeywords",
+    "FaultProxyKeywords",
     "LoadKeywords",
     "MockServerKeywords",
     "OfflineQueueKeywords",

@@ -239,6 +239,7 @@ class LoadKeywords(LibraryComponent):
         """Open, run and close; None when the sessions could not be configured as asked."""
         if monitor is not None:
             await monitor.sample("load before")
+        self.ctx.load_engine = engine
         try:
             await engine.open()
             if monitor is not None:
@@ -253,6 +254,7 @@ class LoadKeywords(LibraryComponent):
             return result
         finally:
             await engine.close()
+            self.ctx.load_engine = None
 
     def _tokens(self, count: int) -> list[str]:
         target = self.ctx.target

@@ -12,6 +12,7 @@ from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn
 
 from ..context import LibraryComponent, Measurement, format_value
+from ..engine.history import FAULT, Event
 
 
 def _safe_name(text: str) -> str:
@@ -44,10 +45,13 @@ class ReportingKeywords(LibraryComponent):
 
         Every measuring keyword with an assertion adds a row (also when it failed). The rows
         are appended to ``${OUTPUT DIR}/metrics.jsonl`` (started afresh by each run) with the
-        suite and test names, and the table is cleared. Call it in the test teardown. Returns the rows.
+        suite and test names, and the table is cleared. When the fault proxy injected faults
+        in this test, a second table lists them with their times (the cause next to the
+        effect). Call it in the test teardown. Returns the rows.
 
         | [Teardown]    Log Measurements
         """
+        self._log_injected_faults()
         rows, self.ctx.measurements = list(self.ctx.measurements), []
         if not rows:
             logger.info("No measurements in this test.")
@@ -68,6 +72,11 @@ class ReportingKeywords(LibraryComponent):
         logger.info(_table(rows), html=True)
         return record["measurements"]
 
+    def _log_injected_faults(self) -> None:
+        events = self.ctx.history.select(self.ctx.test_mark, direction=FAULT)
+        if events:
+            logger.info(_fault_table(events, self.ctx.test_started_ns), html=True)
+
     @keyword(tags=("reporting",))
     def save_history(self, name: str | None = None) -> str:
         """Writes every frame sent and received so far to ``${OUTPUT DIR}/history-NAME.jsonl``.
@@ -85,6 +94,32 @@ class ReportingKeywords(LibraryComponent):
             f'History: {count} events in <a href="{escape(path.name)}">{escape(path.name)}</a>', html=True
         )
         return str(path)
+
+
+#: Rows of the injected-faults table; the History keeps every one.
+MAX_FAULT_ROWS = 50
+
+
+def _fault_table(events: list[Event], started_ns: int) -> str:
+    head = "<tr><th>at (s)</th><th>connection</th><th>fault</th><th>detail</th></tr>"
+    body = []
+    for event in events[:MAX_FAULT_ROWS]:
+        details = {k: v for k, v in event.frame.items() if k not in ("type", "fault")}
+        frame = details.pop("frame", None)
+        text = "; ".join(f"{k}: {v}" for k, v in details.items())
+        if frame:
+            text += ("; " if text else "") + "frame: " + " ".join(f"{k}={v}" for k, v in frame.items())
+        at = f"{(event.ts_ns - started_ns) / 1e9:.3f}" if started_ns else ""
+        body.append(
+            f"<tr><td style='text-align:right'>{at}</td><td>{escape(event.connection)}</td>"
+            f"<td>{escape(str(event.frame.get('fault')))}</td><td>{escape(text)}</td></tr>"
+        )
+    more = len(events) - MAX_FAULT_ROWS
+    tail = f"<tr><td colspan='4'>... and {more} more (all in the History file)</td></tr>" if more > 0 else ""
+    return (
+        "<b>Network faults injected by the fault proxy in this test</b>"
+        "<table border='1' style='border-collapse:collapse' cellpadding='4'>" + head + "".join(body) + tail + "</table>"
+    )
 
 
 def _table(rows: list[Measurement]) -> str:
