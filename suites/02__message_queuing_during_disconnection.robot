@@ -36,6 +36,7 @@ ${BOUNDED_CAPACITY}        ${5}
 ${BOUNDED_PUSHES}          ${10}
 ${MIN_PUSH_RATE}           10
 ${MAX_DELIVERY_TIME}       1 s
+${PARTITION_PUSHES}        P1 P2 P3
 
 
 *** Test Cases ***
@@ -169,6 +170,17 @@ The Offline Queue Stays Within Its Capacity
     The User Comes Back And Receives    ${BOUNDED_CAPACITY}
     Delivered Messages Should Be    M6 M7 M8 M9 M10    alias=${USER}
     Offline Messages Should Be Accounted For    ${USER}
+
+Messages Pushed During A Network Partition Are Not Lost
+    [Documentation]    While a partition hides the user (the server still thinks the user is
+    ...    connected), three messages are pushed. When the partition heals they arrive on the
+    ...    same connection; when it ends in a reset instead, they arrive after the reconnect,
+    ...    flagged redelivered. Either way each arrives once, in push order.
+    [Tags]    delivery    partition    network
+    [Setup]    NONE
+    [Template]    Messages Pushed During A Partition Should Arrive
+    end=heal    labels=${PARTITION_PUSHES}
+    end=cut    labels=${PARTITION_PUSHES}
 
 Delivery Stays Prompt As The Offline Queue Grows
     [Documentation]    1, 5, 10, 25 and 50 messages queued (more than 10 per second) are each

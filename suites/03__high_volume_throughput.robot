@@ -88,11 +88,13 @@ Order Holds On Each Of Ten Connections
     Every Load Message Should Be Answered Once In Order
 
 Every Message Is Processed Exactly Once Despite Connection Drops
-    [Documentation]    Connections aborted every ${DROP_EVERY} messages reconnect and resend what was
-    ...    not answered, with the same message_id: the server must process each exactly once
-    ...    (its agent state says so) and the client must get one outcome for each.
-    Send Messages Over Connections That Keep Dropping
-    ...    ${DROP_RATE}    ${DROP_DURATION}    ${DROP_CONNECTIONS}    ${DROP_EVERY}
+    [Documentation]    Connections reset by the network every ${DROP_EVERY} messages, and all cut at
+    ...    once after a partition, reconnect and resend what was not answered, with the same
+    ...    message_id: the server must process each exactly once (its agent state says so) and
+    ...    the client must get one outcome for each.
+    [Tags]    network
+    Send Messages Over Connections The Network Keeps Resetting
+    ...    ${DROP_RATE}    ${DROP_DURATION}    ${DROP_CONNECTIONS}    ${DROP_EVERY}    partition=${True}
     Load Should Answer Every Message Exactly Once
 
 Overload Is Signalled And Service Recovers
@@ -134,14 +136,17 @@ Memory Stays Bounded Under Sustained Load
     Get Load Figure    delivery ratio    >=    ${MIN_DELIVERY_RATIO}
     Memory Should Stay Bounded
 
-Service Recovers From Connection Drops And Overload
-    [Documentation]    After connections drop (one message in ${RECOVERY_DROP_EVERY}) and reconnect,
-    ...    and after an overload, throughput returns to at least ${MIN_RECOVERY_RATIO} of the
-    ...    baseline; every dropped connection is back within ${MAX_RECONNECT_TIME}.
+Service Recovers From Connection Drops, A Partition And Overload
+    [Documentation]    After connections are reset (one message in ${RECOVERY_DROP_EVERY}) and reconnect,
+    ...    after a network partition heals, and after an overload, throughput returns to at
+    ...    least ${MIN_RECOVERY_RATIO} of the baseline; every dropped connection is back within
+    ...    ${MAX_RECONNECT_TIME}, and the partition costs neither messages nor connections.
+    [Tags]    network
     ${baseline}    Measure Baseline Throughput
-    Send Messages Over Connections That Keep Dropping
+    Send Messages Over Connections The Network Keeps Resetting
     ...    ${BASELINE_RATE}    ${BASELINE_DURATION}    ${RECOVERY_CONNECTIONS}    ${RECOVERY_DROP_EVERY}
     Get Load Figure    reconnect time    <=    ${MAX_RECONNECT_TIME}
+    Ride Out A Network Partition
     Overload The Server
     Throughput Should Recover To Baseline    ${baseline}
 

@@ -16,5 +16,11 @@ APEX_ADMIN_TOKEN = Secret("admin-qa")
 APEX_USER_STRATEGY = "derive"
 APEX_AUTH_URL = ""
 APEX_MOCK_FAULTS = ""
+#: Route every connection through the library's fault proxy (``-v APEX_PROXY:on``), optionally
+#: with standing proxy faults (``-v APEX_PROXY_FAULTS:drop_responses``; see Start Fault Proxy).
+APEX_PROXY = ""
+APEX_PROXY_FAULTS = ""
+#: The proxy refuses a target that is not on this machine unless this is true (``-v APEX_PROXY_ALLOW_REMOTE:True``).
+APEX_PROXY_ALLOW_REMOTE = False
 #: Set by a variable file that cannot configure its target; the suite setup fails with it, so no test runs.
 APEX_CONFIG_ERROR = ""

@@ -30,6 +30,12 @@ APEX_USER_STRATEGY = _env("APEX_USER_STRATEGY") or ("auth_url" if APEX_AUTH_URL 
 APEX_TOKEN = Secret(_env("APEX_TOKEN")) if _env("APEX_TOKEN") else None
 APEX_ADMIN_TOKEN = Secret(_env("APEX_ADMIN_TOKEN")) if _env("APEX_ADMIN_TOKEN") else None
 APEX_MOCK_FAULTS = ""
+#: Route every connection through the library's fault proxy (``-v APEX_PROXY:on``), optionally
+#: with standing proxy faults (``-v APEX_PROXY_FAULTS:drop_responses``; see Start Fault Proxy).
+APEX_PROXY = ""
+APEX_PROXY_FAULTS = ""
+#: The proxy refuses a target that is not on this machine unless this is true (``-v APEX_PROXY_ALLOW_REMOTE:True``).
+APEX_PROXY_ALLOW_REMOTE = False
 
 _missing = []
 if not APEX_WS_URL:
