@@ -1,0 +1,283 @@
+"""``apex-faults``: run the suites once per fault mode and write the fault matrix."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+from .catalogue import CATALOGUE, LAYERS, Catalogue, FaultMode, Suite, rows_of_layer
+from .report import summary_line, write_report
+from .runner import (
+    CAUGHT,
+    GREEN,
+    NA,
+    Matrix,
+    Project,
+    RunRobot,
+    Settings,
+    execute,
+    judge,
+    plan_cells,
+    run_robot,
+)
+
+DEFAULT_OUTPUT = Path("results/fault-matrix")
+
+EPILOG = """\
+rows:
+  none and proxy are the baselines (the mock without a fault, and every connection through
+  the fault proxy without a fault); they always run first, every selected suite in full.
+  Each fault row runs the suites where the catalogue expects it to be caught (only the
+  expected scenarios where the catalogue says so), or every selected suite with --everywhere.
+
+verdicts:
+  green / red          a baseline with no failed test / with at least one
+  caught               every guarding scenario failed with its expected message, nothing else failed
+  caught+collateral    as caught, and other scenarios failed too
+  missed               a guarding scenario did not fail (passed, skipped or did not run)
+  wrong-reason         a guarding scenario failed, but without its expected message
+  gap                  no scenario failed at all: the fault went unnoticed
+  n/a                  a mock fault while the target is not the built-in mock (a --variablefile
+                       such as resources/variables/staging.py sets APEX_TARGET to another server)
+
+exit codes:
+  0  the baselines are green and every guarded fault row is caught (or caught+collateral)
+  1  a baseline is red, a guarded row is missed, wrong-reason or gap, a run timed out or
+     crashed; with --strict also a caught+collateral row
+  2  usage error (unknown suite or fault, missing file)
+"""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``apex-faults``."""
+    parser = argparse.ArgumentParser(
+        prog="apex-faults",
+        description="Run Robot suites against the built-in mock once per fault mode (and once with none) "
+        "and write a matrix: rows are fault modes, columns scenarios, cells passed/failed/skipped/not run.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--suite", action="append", default=[], metavar="S", help="suite to run: 1, 01, its file or path (repeatable; default all)")
+    add("--fault", action="append", default=[], metavar="F", help="fault row to run, as --list names it (repeatable; default all of --layer)")
+    add("--layer", choices=(*LAYERS, "all"), default="all", help="which fault rows to run (default all)")
+    add("--everywhere", action="store_true", help="run every fault row against every selected suite in full")
+    add("--strict", action="store_true", help="exit 1 on caught+collateral too")
+    add("--jobs", type=_positive_int, default=1, metavar="N", help="cells run at once (suite 3 always alone; default 1)")
+    add("--output", type=Path, default=DEFAULT_OUTPUT, metavar="DIR", help=f"where to write (default {DEFAULT_OUTPUT})")
+    add("--variablefile", action="append", default=[], metavar="FILE", help="robot variable file for every run (repeatable); one that sets APEX_TARGET to another server makes mock rows n/a")
+    add("--suites-dir", type=Path, metavar="DIR", help="directory of the .robot files (default: suites/ of the project)")
+    add("--list", action="store_true", help="print the catalogue and exit")
+    return parser
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def select_suites(catalogue: Catalogue, selectors: Sequence[str]) -> tuple[Suite, ...]:
+    """The selected suites in catalogue order (all without selectors); ValueError for an unknown one."""
+    if not selectors:
+        return catalogue.suites
+    chosen = {catalogue.suite(selector).key for selector in selectors}
+    return tuple(s for s in catalogue.suites if s.key in chosen)
+
+
+def select_faults(catalogue: Catalogue, names: Sequence[str], layer: str) -> tuple[FaultMode, ...]:
+    """The selected non-baseline rows in catalogue order; ValueError for an unknown or off-layer one."""
+    rows = rows_of_layer(catalogue.faults, layer)
+    if not names:
+        return rows
+    requested = [catalogue.fault(name) for name in names]
+    names_of_layer = {row.name for row in rows}
+    for row in requested:
+        if not row.is_baseline and row.name not in names_of_layer:
+            raise ValueError(f"fault {row.name!r} is a {row.layer} fault, but --layer {layer} selects only {layer} faults")
+    chosen = {row.name for row in requested}
+    return tuple(row for row in rows if row.name in chosen)
+
+
+def resolve_variable_files(paths: Sequence[str], project: Project) -> tuple[Path, ...]:
+    """Each file as given (relative to the current directory) or relative to the project root."""
+    resolved = []
+    for text in paths:
+        candidates = [Path(text).resolve(), (project.root / text).resolve()]
+        found = next((c for c in candidates if c.is_file()), None)
+        if found is None:
+            raise ValueError(f"variable file {text!r} not found (looked in {Path.cwd()} and {project.root})")
+        resolved.append(found)
+    return tuple(resolved)
+
+
+def targets_the_built_in_mock(variable_files: Sequence[Path]) -> bool:
+    """Whether the runs still use the built-in mock: no variable file sets ``APEX_TARGET`` elsewhere.
+
+    A Python variable file is read (not run) for a top-level ``APEX_TARGET = "..."``: ``soak.py``
+    (durations only) keeps the mock, ``staging.py`` (``"staging"``) does not. Any other kind of
+    variable file, or a target that is not a plain string, counts as another target.
+    """
+    return all(_target_of(path) in (None, "mock") for path in variable_files)
+
+
+def _target_of(path: Path) -> str | None:
+    if path.suffix != ".py":
+        return "unknown"
+    try:
+        module = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    except SyntaxError:
+        return "unknown"  # robot will say what is wrong with it
+    for node in module.body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "APEX_TARGET" for t in node.targets):
+            value = node.value
+            return value.value if isinstance(value, ast.Constant) and isinstance(value.value, str) else "unknown"
+    return None
+
+
+# --------------------------------------------------------------------------- --list
+
+
+def guarded_scenarios(fault: FaultMode, catalogue: Catalogue) -> str:
+    """``1.1; 3.2 3.3 (alone)``: the labels of the scenarios that must fail, per suite."""
+    if fault.is_baseline:
+        return "(baseline: all must pass)"
+    parts = []
+    for expectation in fault.expectations:
+        suite = catalogue.suite(expectation.suite)
+        labels = " ".join(suite.label(t) for t in suite.tests if t in expectation.fails)
+        parts.append(labels + (" (alone)" if expectation.only else ""))
+    return "; ".join(parts) or "(unguarded)"
+
+
+def listing(catalogue: Catalogue) -> str:
+    """The catalogue as a table: name, layer, guarded scenarios, what it breaks; then the labels."""
+    rows = [("name", "layer", "guarded scenarios", "breaks")]
+    rows += [(f.name, f.layer, guarded_scenarios(f, catalogue), f.breaks) for f in catalogue.faults]
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths, strict=True)) + "  " + row[3] for row in rows]
+    lines.append("")
+    for suite in catalogue.suites:
+        lines.append(f"suite {suite.key}: {suite.file}")
+        lines += [f"  {suite.label(test):>5}  {test}" for test in suite.tests]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- running
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """SIGTERM ends the run like Ctrl-C does: running robot process groups are killed."""
+
+    def _exit(signum: int, _frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def print_outcome(matrix: Matrix, paths: Sequence[Path]) -> None:
+    """The summary line, each row that is not caught (or green), and where the report is."""
+    _print(summary_line(matrix))
+    not_applicable = [row.fault.name for row in matrix.rows if row.verdict == NA]
+    for row in matrix.rows:
+        if row.verdict in (CAUGHT, GREEN, NA):
+            continue
+        _print(f"  {row.fault.name}: {row.verdict}")
+        for problem in row.problems:
+            _print(f"      {problem.text}")
+    if not_applicable:
+        _print(f"  n/a (needs the built-in mock): {', '.join(not_applicable)}")
+    for path in paths:
+        _print(str(path))
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What the command line selected, checked."""
+
+    project: Project
+    suites: tuple[Suite, ...]
+    faults: tuple[FaultMode, ...]
+    variable_files: tuple[Path, ...]
+
+
+def select(parser: argparse.ArgumentParser, args: argparse.Namespace, catalogue: Catalogue) -> Selection:
+    """The suites, fault rows and variable files asked for; a usage error (exit 2) naming what is wrong."""
+    project = Project.locate(args.suites_dir)
+    try:
+        suites = select_suites(catalogue, args.suite)
+        faults = select_faults(catalogue, args.fault, args.layer)
+        for suite in suites:
+            project.suite_path(suite)
+        variable_files = resolve_variable_files(args.variablefile, project)
+    except (ValueError, FileNotFoundError) as error:
+        parser.error(str(error))
+    return Selection(project, suites, faults, variable_files)
+
+
+def run_matrix(args: argparse.Namespace, chosen: Selection, catalogue: Catalogue, run: RunRobot, argv: Sequence[str]) -> Matrix:
+    """Plan, run and judge the cells (baselines first); progress goes to stdout."""
+    rows = catalogue.baselines + chosen.faults
+    mock = targets_the_built_in_mock(chosen.variable_files)
+    cells = plan_cells(rows, chosen.suites, everywhere=args.everywhere, mock_available=mock)
+    output = args.output.resolve()
+    started = datetime.now().astimezone()
+    with _sigterm_raises():
+        results = execute(cells, Settings(output, chosen.project, chosen.variable_files, args.jobs, run), _print)
+    planned = {cell.row.name for cell in cells}
+    return Matrix(
+        suites=chosen.suites,
+        rows=judge(results),
+        strict=args.strict,
+        command=("apex-faults", *argv),
+        started=started,
+        output=output,
+        not_selected=tuple(row.name for row in chosen.faults if row.name not in planned),
+    )
+
+
+def main(argv: Sequence[str] | None = None, *, catalogue: Catalogue = CATALOGUE, run: RunRobot = run_robot) -> int:
+    """Run the fault matrix; returns the exit code (usage errors exit 2 through argparse)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(arguments)
+    if args.list:
+        _print(listing(catalogue))
+        return 0
+    chosen = select(parser, args, catalogue)
+    try:
+        matrix = run_matrix(args, chosen, catalogue, run, arguments)
+    except KeyboardInterrupt:
+        _print("interrupted: the running robot processes were killed; no report written")
+        return 130
+    written = write_report(matrix, matrix.output or args.output)
+    print_outcome(matrix, (written.json, written.markdown, written.html))
+    return matrix.exit_code

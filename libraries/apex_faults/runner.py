@@ -1,0 +1,695 @@
+"""Run Robot suites for the fault matrix, and judge what they say.
+
+Three layers, each usable alone:
+
+- :func:`run_robot` runs one suite file in a subprocess (its own session, killed as a group on
+  timeout) and reads each test's status and message from ``output.xml``. The integration
+  tests run robot through it too: there is one way to run robot.
+- :func:`plan_cells` and :func:`execute` decide which (row, suite) cells run and run them,
+  up to ``jobs`` at once, never running an ``exclusive`` suite's cell beside another.
+- :func:`judge` turns cell results into a verdict and problems per row, and
+  :class:`Matrix` gives the exit code.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from robot.api import ExecutionResult
+from robot.errors import DataError
+
+from .catalogue import MOCK, FaultMode, Suite
+
+PASS, FAIL, SKIP, NOT_RUN, NA = "PASS", "FAIL", "SKIP", "NOT RUN", "n/a"
+
+GREEN, RED = "green", "red"
+CAUGHT, COLLATERAL, MISSED, WRONG_REASON, GAP = "caught", "caught+collateral", "missed", "wrong-reason", "gap"
+VERDICTS = (GREEN, RED, CAUGHT, COLLATERAL, MISSED, WRONG_REASON, GAP, NA)
+
+#: How long a process group gets between SIGTERM and SIGKILL, and how long its output may
+#: take to close after that.
+KILL_GRACE_S = 10.0
+#: How much of robot's console output an error message quotes (its end).
+CONSOLE_TAIL_CHARS = 4000
+
+
+# --------------------------------------------------------------------------- running robot
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One test's result: PASS, FAIL, SKIP (or NOT RUN), its message, and its id in log.html."""
+
+    status: str
+    message: str = ""
+    id: str = ""
+
+    @property
+    def first_line(self) -> str:
+        """The message's first non-empty line ("" without a message)."""
+        return next((line.strip() for line in self.message.splitlines() if line.strip()), "")
+
+
+@dataclass
+class SuiteRun:
+    """What one robot run reported."""
+
+    returncode: int
+    outcomes: dict[str, Outcome]
+    output_dir: Path
+    console: str
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> set[str]:
+        """The names of the tests that failed."""
+        return {name for name, outcome in self.outcomes.items() if outcome.status == FAIL}
+
+    @property
+    def passed(self) -> set[str]:
+        """The names of the tests that passed."""
+        return {name for name, outcome in self.outcomes.items() if outcome.status == PASS}
+
+
+class RobotRunError(RuntimeError):
+    """Robot did not produce a readable output.xml: it crashed, or was killed on timeout."""
+
+    def __init__(self, message: str, *, returncode: int | None, console: str, seconds: float) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+        self.console = console
+        self.seconds = seconds
+
+
+class RobotTimeout(RobotRunError):
+    """Robot ran longer than its timeout; its whole process group was killed."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished (or killed) subprocess."""
+
+    returncode: int
+    output: str
+    timed_out: bool
+    seconds: float
+
+
+class _Running:
+    """The process groups started by this module, so that an interrupt can kill them all."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processes: set[subprocess.Popen[str]] = set()
+        self._stopped = False
+
+    def spawn(self, command: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[str]:
+        """Start ``command`` in a session of its own (its own process group), output merged."""
+        with self._lock:
+            if self._stopped:
+                raise RuntimeError(f"not starting {command[0]}: the run was interrupted")
+            process = subprocess.Popen(
+                list(command),
+                cwd=cwd,
+                env=dict(env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+            self._processes.add(process)
+            return process
+
+    def forget(self, process: subprocess.Popen[str]) -> None:
+        """The process has ended: no longer ours to kill."""
+        with self._lock:
+            self._processes.discard(process)
+
+    def kill_all(self, grace: float = KILL_GRACE_S) -> None:
+        """End every running group (as :func:`kill_group`, all at once) and refuse to start more."""
+        with self._lock:
+            self._stopped = True
+            processes = list(self._processes)
+        for process in processes:
+            _signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            try:
+                process.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+        for process in processes:
+            _signal_group(process, signal.SIGKILL)
+
+    def reopen(self) -> None:
+        """Allow starting processes again (a new matrix run)."""
+        with self._lock:
+            self._stopped = False
+
+
+RUNNING = _Running()
+
+
+def kill_group(process: subprocess.Popen[str], grace: float = KILL_GRACE_S) -> None:
+    """End the process group ``process`` leads: SIGTERM, up to ``grace`` s for the leader, then SIGKILL.
+
+    The group is robot and everything it started (the mock); SIGTERM lets them stop cleanly
+    (an ``apex-faults`` run kills its own robot groups on it), SIGKILL takes what is left.
+    """
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process, signal.SIGKILL)
+
+
+def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass  # the whole group is gone already
+
+
+def run_process_group(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> Completed:
+    """Run ``command`` in its own session; on timeout (or interrupt) kill its whole group."""
+    started = time.monotonic()
+    process = RUNNING.spawn(command, cwd=cwd, env=env)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+        timed_out = False
+    except subprocess.TimeoutExpired:
+        kill_group(process)
+        output, timed_out = _drain(process), True
+    except BaseException:
+        kill_group(process)
+        _drain(process)
+        raise
+    finally:
+        RUNNING.forget(process)
+    return Completed(process.wait(), output or "", timed_out, time.monotonic() - started)
+
+
+def _drain(process: subprocess.Popen[str]) -> str:
+    """The output of a killed process, unless something that escaped its group keeps the pipe open."""
+    try:
+        output, _ = process.communicate(timeout=KILL_GRACE_S)
+        return output or ""
+    except subprocess.TimeoutExpired:
+        if process.stdout is not None:
+            process.stdout.close()
+        return f"(output not read: a process outside the killed group kept it open for {KILL_GRACE_S:g} s)"
+
+
+def robot_command(
+    suite_path: Path,
+    output_dir: Path,
+    *,
+    variables: Mapping[str, str] | None = None,
+    variable_files: Iterable[Path | str] | None = None,
+    tests: Iterable[str] | None = None,
+) -> list[str]:
+    """``python -m robot`` for one suite file, with its tests, variables and variable files."""
+    command = [sys.executable, "-m", "robot", "--outputdir", str(output_dir), "--console", "dotted"]
+    for name in tests or ():
+        command += ["--test", exact_pattern(name)]
+    for name, value in (variables or {}).items():
+        command += ["--variable", f"{name}:{value}"]
+    for path in variable_files or ():
+        command += ["--variablefile", str(path)]
+    command.append(str(suite_path))
+    return command
+
+
+def exact_pattern(name: str) -> str:
+    """``name`` as a robot ``--test`` pattern matching only itself (``*``, ``?``, ``[`` escaped)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def robot_environment(project: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus ``env``, with ``<project>/libraries`` first on PYTHONPATH."""
+    environment = {**os.environ, **(env or {})}
+    rest = [p for p in environment.get("PYTHONPATH", "").split(os.pathsep) if p]
+    environment["PYTHONPATH"] = os.pathsep.join([str(project / "libraries"), *rest])
+    return environment
+
+
+def run_robot(
+    suite_path: Path,
+    output_dir: Path,
+    *,
+    variables: Mapping[str, str] | None = None,
+    variable_files: Iterable[Path | str] | None = None,
+    env: Mapping[str, str] | None = None,
+    tests: Iterable[str] | None = None,
+    timeout: float = 300.0,
+    project: Path | None = None,
+) -> SuiteRun:
+    """Run one suite file and read each test's outcome from its output.xml.
+
+    Robot runs in ``project`` (default: :meth:`Project.locate`'s root). Raises
+    :class:`RobotTimeout` when it outlives ``timeout`` (its process group is killed) and
+    :class:`RobotRunError` when it leaves no readable output.xml.
+    """
+    root = project or Project.locate().root
+    output_dir.mkdir(parents=True, exist_ok=True)
+    output = output_dir / "output.xml"
+    output.unlink(missing_ok=True)  # a stale one must not pass for this run's
+    command = robot_command(suite_path, output_dir, variables=variables, variable_files=variable_files, tests=tests)
+    done = run_process_group(command, cwd=root, env=robot_environment(root, env), timeout=timeout)
+    if done.timed_out:
+        raise RobotTimeout(
+            f"robot timed out after {timeout:g} s on {suite_path.name}; its process group was killed. "
+            f"Console output:\n{_tail(done.output)}",
+            returncode=done.returncode,
+            console=done.output,
+            seconds=done.seconds,
+        )
+    outcomes = read_outcomes(output, done)
+    return SuiteRun(done.returncode, outcomes, output_dir, done.output, done.seconds)
+
+
+def read_outcomes(output: Path, done: Completed) -> dict[str, Outcome]:
+    """Each test's status, message and id from ``output``, or RobotRunError naming exit code and output."""
+    if not output.exists():
+        raise RobotRunError(
+            f"robot wrote no output.xml in {output.parent} (exit code {done.returncode}). "
+            f"Console output:\n{_tail(done.output)}",
+            returncode=done.returncode,
+            console=done.output,
+            seconds=done.seconds,
+        )
+    try:
+        result = ExecutionResult(str(output))
+    except DataError as error:
+        raise RobotRunError(
+            f"robot's output.xml in {output.parent} is unreadable (exit code {done.returncode}): {error}",
+            returncode=done.returncode,
+            console=done.output,
+            seconds=done.seconds,
+        ) from error
+    return {test.name: Outcome(test.status, test.message, test.id) for test in result.suite.all_tests}
+
+
+def _tail(text: str) -> str:
+    return text if len(text) <= CONSOLE_TAIL_CHARS else "…" + text[-CONSOLE_TAIL_CHARS:]
+
+
+# --------------------------------------------------------------------------- where things are
+
+
+@dataclass(frozen=True)
+class Project:
+    """The checkout robot runs in: ``root`` (cwd, ``libraries/`` on PYTHONPATH) and its suites."""
+
+    root: Path
+    suites: Path
+
+    @classmethod
+    def locate(cls, suites_dir: Path | None = None) -> Project:
+        """``suites_dir``'s parent; else the current directory if it has ``suites/``; else this checkout."""
+        if suites_dir is not None:
+            suites = suites_dir.resolve()
+            return cls(suites.parent, suites)
+        cwd = Path.cwd()
+        root = cwd if (cwd / "suites").is_dir() else Path(__file__).resolve().parents[2]
+        return cls(root, root / "suites")
+
+    def suite_path(self, suite: Suite) -> Path:
+        """The suite's file; FileNotFoundError naming the directory searched when it is missing."""
+        path = self.suites / suite.file
+        if not path.is_file():
+            raise FileNotFoundError(f"suite {suite.key} ({suite.file}) is not in {self.suites}; use --suites-dir")
+        return path
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One robot run of the matrix: a row's fault against one suite (maybe only some tests)."""
+
+    row: FaultMode
+    suite: Suite
+    tests: tuple[str, ...] = ()  # () = the whole suite
+    runnable: bool = True  # False: a mock fault against a target that is not the built-in mock
+
+    @property
+    def expected(self) -> dict[str, str]:
+        """Test -> fragment for the tests that must fail in this cell ({} for baselines)."""
+        expectation = self.row.expectation(self.suite.key)
+        return dict(expectation.fails) if expectation and not self.row.is_baseline else {}
+
+    def runs(self, test: str) -> bool:
+        """Whether ``test`` is part of this cell's robot run."""
+        return self.runnable and (not self.tests or test in self.tests)
+
+    def directory(self, output: Path) -> Path:
+        """Where this cell's robot output goes: ``<output>/runs/<row-slug>/<suite-stem>/``."""
+        return output / "runs" / self.row.slug / self.suite.stem
+
+
+def plan_cells(
+    rows: Sequence[FaultMode], suites: Sequence[Suite], *, everywhere: bool = False, mock_available: bool = True
+) -> list[Cell]:
+    """Every (row, suite) cell, in the order of ``rows`` then ``suites``.
+
+    Baselines and unguarded rows run every suite in full; a guarded row runs the suites of its
+    expectations (``only`` the listed tests when given), or with ``everywhere`` every suite in
+    full. Without the built-in mock, mock rows' cells are planned but not runnable (n/a).
+    """
+    cells: list[Cell] = []
+    for row in rows:
+        runnable = row.is_baseline or row.layer != MOCK or mock_available
+        if row.is_baseline or everywhere or not row.guarded:
+            cells += [Cell(row, suite, (), runnable) for suite in suites]
+        else:
+            cells += [
+                Cell(row, suite, expectation.only, runnable)
+                for suite in suites
+                if (expectation := row.expectation(suite.key)) is not None
+            ]
+    return cells
+
+
+# --------------------------------------------------------------------------- executing
+
+
+@dataclass(frozen=True)
+class CellResult:
+    """What a cell's run reported (``error`` when it timed out or crashed)."""
+
+    cell: Cell
+    outcomes: Mapping[str, Outcome] = field(default_factory=dict)
+    seconds: float = 0.0
+    returncode: int | None = None
+    output_dir: Path | None = None
+    variables: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+    def outcome(self, test: str) -> Outcome:
+        """``test``'s outcome: NOT RUN when the run did not report it, n/a when the cell could not run."""
+        if not self.cell.runnable:
+            return Outcome(NA)
+        return self.outcomes.get(test, Outcome(NOT_RUN))
+
+
+RunRobot = Callable[..., SuiteRun]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every cell's run shares."""
+
+    output: Path
+    project: Project
+    variable_files: tuple[Path, ...] = ()
+    jobs: int = 1
+    run: RunRobot = run_robot  # replaced by a fake in unit tests
+
+
+def run_cell(cell: Cell, settings: Settings) -> CellResult:
+    """Run one cell in a fresh directory; a timeout or crash becomes the result's ``error``."""
+    directory = cell.directory(settings.output)
+    shutil.rmtree(directory, ignore_errors=True)
+    variables = cell.row.robot_variables()
+    try:
+        run = settings.run(
+            settings.project.suite_path(cell.suite),
+            directory,
+            variables=variables,
+            variable_files=settings.variable_files,
+            tests=cell.tests or None,
+            timeout=cell.suite.timeout_s,
+            project=settings.project.root,
+        )
+    except RobotRunError as error:
+        return CellResult(cell, {}, error.seconds, error.returncode, directory, variables, str(error))
+    return CellResult(cell, run.outcomes, run.seconds, run.returncode, directory, variables)
+
+
+def execute(cells: Sequence[Cell], settings: Settings, progress: Callable[[str], None] = print) -> list[CellResult]:
+    """Run every runnable cell and return all results in ``cells``' order.
+
+    Baseline cells run before fault cells. Within each group, cells of non-exclusive suites run
+    up to ``settings.jobs`` at once, then each exclusive suite's cell runs alone. On an
+    interrupt every running robot process group is killed.
+    """
+    results: list[CellResult | None] = [None if c.runnable else CellResult(c) for c in cells]
+    runnable = [i for i, c in enumerate(cells) if c.runnable]
+    counter = _Progress(len(runnable), progress)
+    RUNNING.reopen()
+    for baseline in (True, False):
+        group = [i for i in runnable if cells[i].row.is_baseline == baseline]
+        shared = [i for i in group if not cells[i].suite.exclusive]
+        alone = [i for i in group if cells[i].suite.exclusive]
+        _run_batch(cells, shared, settings.jobs, settings, results, counter)
+        _run_batch(cells, alone, 1, settings, results, counter)
+    return [r for r in results if r is not None]
+
+
+def _run_batch(
+    cells: Sequence[Cell],
+    indices: Sequence[int],
+    jobs: int,
+    settings: Settings,
+    results: list[CellResult | None],
+    counter: _Progress,
+) -> None:
+    if not indices:
+        return
+    pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="apex-faults")
+    try:
+        futures = {pool.submit(run_cell, cells[i], settings): i for i in indices}
+        for future in as_completed(futures):
+            result = future.result()
+            results[futures[future]] = result
+            counter.done(result)
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        RUNNING.kill_all()
+        raise
+    pool.shutdown()
+
+
+class _Progress:
+    """Prints one line per finished cell: ``[ 3/41] reorder × suite 1: 1 of 7 failed (as guarded) 12.3 s``."""
+
+    def __init__(self, total: int, write: Callable[[str], None]) -> None:
+        self.total = total
+        self.count = 0
+        self.write = write
+        self.lock = threading.Lock()
+
+    def done(self, result: CellResult) -> None:
+        with self.lock:
+            self.count += 1
+            width = len(str(self.total))
+            self.write(f"[{self.count:>{width}}/{self.total}] {progress_text(result)}")
+
+
+CELL_NOTES = {
+    GREEN: "green",
+    RED: "red",
+    CAUGHT: "as guarded",
+    COLLATERAL: "with collateral",
+    MISSED: "missed",
+    WRONG_REASON: "wrong reason",
+    GAP: "unnoticed",
+}
+
+
+def progress_text(result: CellResult) -> str:
+    """``reorder × suite 1: 1 of 7 failed (as guarded) 12.3 s`` for one finished cell."""
+    cell = result.cell
+    head = f"{cell.row.name} × suite {cell.suite.key}"
+    if result.error:
+        return f"{head}: {result.error.splitlines()[0]} {result.seconds:.1f} s"
+    judged = judge_cell(result)
+    statuses = [o.status for o in result.outcomes.values()]
+    skipped = f", {statuses.count(SKIP)} skipped" if SKIP in statuses else ""
+    note = CELL_NOTES[verdict(cell.row.is_baseline, judged.failures, judged.kinds)]
+    return f"{head}: {statuses.count(FAIL)} of {len(statuses)} failed{skipped} ({note}) {result.seconds:.1f} s"
+
+
+# --------------------------------------------------------------------------- judging
+
+BASELINE_FAILED, MISSED_KIND, WRONG_KIND, COLLATERAL_KIND, ERROR_KIND, CATALOGUE_KIND = (
+    "baseline-failed",
+    "missed",
+    "wrong-reason",
+    "collateral",
+    "error",
+    "catalogue",
+)
+#: Problem kinds that make the exit code 1 whatever the row's verdict.
+FATAL_KINDS = frozenset({ERROR_KIND, CATALOGUE_KIND})
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a row, as a sentence; ``kind`` drives the verdict."""
+
+    kind: str
+    text: str
+
+
+@dataclass(frozen=True)
+class CellJudgement:
+    """How many tests failed in a cell and what was wrong there."""
+
+    failures: int
+    problems: tuple[Problem, ...]
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The kinds of problem found."""
+        return frozenset(p.kind for p in self.problems)
+
+
+def judge_cell(result: CellResult) -> CellJudgement:
+    """Compare a cell's outcomes with what its row expects there."""
+    cell, where = result.cell, f"suite {result.cell.suite.key}"
+    problems: list[Problem] = []
+    if result.error:
+        problems.append(Problem(ERROR_KIND, f"{where}: {result.error.splitlines()[0]}"))
+    expected = cell.expected
+    for test in cell.suite.tests:
+        problem = _test_problem(cell, test, result.outcome(test), expected.get(test), where)
+        if problem is not None:
+            problems.append(problem)
+    unknown = sorted(set(result.outcomes) - set(cell.suite.tests))
+    problems += [
+        Problem(CATALOGUE_KIND, f"{where} ran {name!r}, which the catalogue does not list (update catalogue.py)")
+        for name in unknown
+    ]
+    failures = sum(1 for o in result.outcomes.values() if o.status == FAIL)
+    return CellJudgement(failures, tuple(problems))
+
+
+def _test_problem(cell: Cell, test: str, outcome: Outcome, fragment: str | None, where: str) -> Problem | None:
+    if fragment is not None:
+        return _expected_test_problem(cell, test, outcome, fragment, where)
+    if outcome.status != FAIL:
+        return None
+    if cell.row.is_baseline:
+        return Problem(BASELINE_FAILED, f"{where}, {test!r} failed: {outcome.first_line}")
+    return Problem(COLLATERAL_KIND, f"{where}, {test!r} failed too (not guarded by this fault): {outcome.first_line}")
+
+
+def _expected_test_problem(cell: Cell, test: str, outcome: Outcome, fragment: str, where: str) -> Problem | None:
+    if outcome.status == FAIL:
+        if fragment in outcome.message:
+            return None
+        return Problem(
+            WRONG_KIND,
+            f"{where}, {test!r} failed, but its message lacks the expected {fragment!r}; it said: {outcome.first_line}",
+        )
+    how = {PASS: "passed", SKIP: f"was skipped ({outcome.first_line})", NOT_RUN: "did not run"}[outcome.status]
+    return Problem(MISSED_KIND, f"{where}, {test!r} must fail under {cell.row.name} but {how}")
+
+
+def verdict(baseline: bool, failures: int, kinds: Iterable[str]) -> str:
+    """The verdict of a row (or cell) from its failure count and kinds of problem."""
+    kinds = frozenset(kinds)
+    if baseline:
+        return RED if failures or kinds & (FATAL_KINDS | {BASELINE_FAILED}) else GREEN
+    if failures == 0:
+        return GAP
+    for kind, outcome in ((MISSED_KIND, MISSED), (WRONG_KIND, WRONG_REASON), (COLLATERAL_KIND, COLLATERAL)):
+        if kind in kinds:
+            return outcome
+    return CAUGHT
+
+
+@dataclass(frozen=True)
+class RowResult:
+    """A row's cells (in suite order), verdict and problems."""
+
+    fault: FaultMode
+    cells: tuple[CellResult, ...]
+    verdict: str
+    problems: tuple[Problem, ...]
+
+    @property
+    def guarded(self) -> bool:
+        """Whether some cell of this run expects a failure (the row is judged against its guard)."""
+        return any(r.cell.expected for r in self.cells)
+
+    def cell(self, suite_key: str) -> CellResult | None:
+        """This row's result for suite ``suite_key``, or None when it had no cell there."""
+        return next((r for r in self.cells if r.cell.suite.key == suite_key), None)
+
+    @property
+    def failing(self) -> bool:
+        """Whether this row makes the exit code 1 (``--strict`` aside)."""
+        if any(p.kind in FATAL_KINDS for p in self.problems):
+            return True
+        if self.fault.is_baseline:
+            return self.verdict == RED
+        return self.guarded and self.verdict in (MISSED, WRONG_REASON, GAP)
+
+
+def judge_row(fault: FaultMode, results: Sequence[CellResult]) -> RowResult:
+    """One verdict for a row over all its cells."""
+    if results and not any(r.cell.runnable for r in results):
+        return RowResult(fault, tuple(results), NA, ())
+    judgements = [judge_cell(r) for r in results]
+    problems = tuple(p for j in judgements for p in j.problems)
+    failures = sum(j.failures for j in judgements)
+    if failures == 0 and not fault.is_baseline:
+        suites = ", ".join(r.cell.suite.key for r in results)
+        problems += (Problem(GAP, f"no test failed in suite(s) {suites}: the fault went unnoticed"),)
+    kinds = {p.kind for p in problems}
+    return RowResult(fault, tuple(results), verdict(fault.is_baseline, failures, kinds), problems)
+
+
+def judge(results: Sequence[CellResult]) -> tuple[RowResult, ...]:
+    """Group results by row (first-seen order) and judge each row."""
+    by_row: dict[str, list[CellResult]] = {}
+    for result in results:
+        by_row.setdefault(result.cell.row.name, []).append(result)
+    return tuple(judge_row(cells[0].cell.row, cells) for cells in by_row.values())
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """A whole fault matrix run: what ran, the verdicts, and how it was invoked."""
+
+    suites: tuple[Suite, ...]
+    rows: tuple[RowResult, ...]
+    strict: bool = False
+    command: tuple[str, ...] = ()
+    started: datetime | None = None
+    output: Path | None = None
+    not_selected: tuple[str, ...] = ()  # rows whose suites were all left out
+
+    @property
+    def exit_code(self) -> int:
+        """0 all well; 1 a red baseline, a guarded row not caught, a timed-out or crashed cell."""
+        for row in self.rows:
+            if row.failing or (self.strict and row.guarded and row.verdict == COLLATERAL):
+                return 1
+        return 0
+
+    @property
+    def baselines(self) -> tuple[RowResult, ...]:
+        """The baseline rows."""
+        return tuple(r for r in self.rows if r.fault.is_baseline)
+
+    @property
+    def faults(self) -> tuple[RowResult, ...]:
+        """The fault rows (not baselines)."""
+        return tuple(r for r in self.rows if not r.fault.is_baseline)
