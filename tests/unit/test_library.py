@@ -11,26 +11,8 @@ from datetime import timedelta
 
 import pytest
 from fakes import Keywords
-from robot.api.types import Secret
-
 from MessagingLibrary import MessagingLibrary
-from MessagingLibrary.engine.mock_process import start_mock
-
-
-@pytest.fixture(scope="module")
-def mock(tmp_path_factory):
-    process = start_mock(log_file=tmp_path_factory.mktemp("mock") / "mock.log")
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def lib(mock):
-    library = MessagingLibrary(timeout=timedelta(seconds=5))
-    kw = Keywords(library)
-    kw.configure_target(mock.url, Secret("unit"), admin_token=Secret("admin-unit"))
-    yield kw
-    library._close()
+from robot.api.types import Secret
 
 
 def free_port() -> int:

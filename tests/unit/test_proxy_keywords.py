@@ -8,28 +8,7 @@ cause next to a failure, and clear errors for what cannot be done.
 from datetime import timedelta
 
 import pytest
-from fakes import Keywords
-from robot.api.types import Secret
-
-from MessagingLibrary import MessagingLibrary
 from MessagingLibrary.engine.history import FAULT
-from MessagingLibrary.engine.mock_process import start_mock
-
-
-@pytest.fixture(scope="module")
-def mock(tmp_path_factory):
-    process = start_mock(log_file=tmp_path_factory.mktemp("mock") / "mock.log")
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def lib(mock):
-    library = MessagingLibrary(timeout=timedelta(seconds=5))
-    kw = Keywords(library)
-    kw.configure_target(mock.url, Secret("unit"), admin_token=Secret("admin-unit"))
-    yield kw
-    library._close()
 
 
 def test_routing_sends_new_connections_through_the_proxy_and_stopping_restores_the_target(lib, mock):

@@ -1,0 +1,27 @@
+"""Fixtures of the unit tests that call MessagingLibrary's keywords against a real apex-mock process."""
+
+from datetime import timedelta
+
+import pytest
+from fakes import Keywords
+from MessagingLibrary import MessagingLibrary
+from MessagingLibrary.engine.mock_process import start_mock
+from robot.api.types import Secret
+
+
+@pytest.fixture(scope="module")
+def mock(tmp_path_factory):
+    """An apex-mock process with its defaults, one per test module (a module may define its own)."""
+    process = start_mock(log_file=tmp_path_factory.mktemp("mock") / "mock.log")
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def lib(mock):
+    """A fresh library targeting ``mock``, its keywords callable by Python name; closed afterwards."""
+    library = MessagingLibrary(timeout=timedelta(seconds=5))
+    kw = Keywords(library)
+    kw.configure_target(mock.url, Secret("unit"), admin_token=Secret("admin-unit"))
+    yield kw
+    library._close()
