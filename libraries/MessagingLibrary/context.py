@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -90,8 +91,9 @@ class Context:
     scope: str = "library"
     suite_scope: str = "library"
     test_mark: int = 0
-    #: perf_counter_ns when the current test started (times in the fault notes are relative to it).
-    test_started_ns: int = 0
+    #: perf_counter_ns when the current test started (the library's creation outside a test);
+    #: times of injected faults are shown relative to it.
+    test_started_ns: int = field(default_factory=time.perf_counter_ns)
     default_timeout: float = 10.0
     #: The running resource monitor (engine.monitor.ResourceMonitor), if any: load runs mark it.
     monitor: Any = None
@@ -182,8 +184,8 @@ class Context:
         first = events[0]
         frame = first.frame.get("frame") or {}
         what = " ".join(str(frame[k]) for k in ("type", "message_id", "delivery_id") if frame.get(k) is not None)
-        at = (first.ts_ns - self.test_started_ns) / 1e9 if self.test_started_ns else None
-        when = f" at +{at:.3f} s" if at is not None and at >= 0 else ""
+        at = (first.ts_ns - self.test_started_ns) / 1e9
+        when = f" at +{at:.3f} s" if at >= 0 else ""
         return (
             " [Network faults injected in this test: "
             + ", ".join(f"{n} {fault}" for fault, n in counts.items())

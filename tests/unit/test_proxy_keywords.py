@@ -40,6 +40,7 @@ def test_a_frame_fault_on_one_alias_spares_the_others_and_is_recorded_with_the_a
     drops = [f for f in faults if f["fault"] == "drop"]
     assert len(drops) == 1
     assert drops[0]["connection"] == "alice"
+    assert 0 <= drops[0]["at_s"] < 60  # seconds since the test (here: the library) started
     assert drops[0]["frame"] == {"type": "ai_response", "message_id": "a-1"}
     history = lib.library.ctx.history.select(direction=FAULT)
     assert [e.frame["fault"] for e in history] == ["rule added", "drop"]

@@ -394,7 +394,7 @@ class _Pipe:
         self.batch: list[bytes] | None = None
         self.held: list[Unit] = []  # frames held by a partition
         self.held_raw: list[bytes] = []  # bytes held by a partition before the upgrade
-        self.reorder_held: deque[tuple[Unit, FrameRule, asyncio.TimerHandle]] = deque()
+        self.reorder_held: deque[tuple[Unit, asyncio.TimerHandle]] = deque()
         self.latency: Latency | None = None
         self.delayed: deque[tuple[float, bytes]] = deque()
         self.delay_timer: asyncio.TimerHandle | None = None
@@ -495,7 +495,7 @@ class _Pipe:
         if action is Action.reorder:
             loop = connection.proxy.loop
             timer = loop.call_later(REORDER_HOLD_S, self._release_reordered, True)
-            self.reorder_held.append((unit, rule, timer))
+            self.reorder_held.append((unit, timer))
             return
         # close: this frame passes, nothing after it, then the connection is reset
         self.emit(unit)
@@ -505,7 +505,7 @@ class _Pipe:
     def _release_reordered(self, timed_out: bool = False) -> None:
         """Emit frames held to be overtaken, now that a successor passed (or the hold ran out)."""
         while self.reorder_held:
-            unit, _rule, timer = self.reorder_held.popleft()
+            unit, timer = self.reorder_held.popleft()
             timer.cancel()
             self.emit(unit)
         if timed_out:
@@ -542,7 +542,7 @@ class _Pipe:
         if self.batch is not None:
             self.batch.append(unit.data)
         else:
-            self._emit_now(unit.data)
+            self.write(unit.data)
 
     def _release_delayed(self) -> None:
         self.delay_timer = None
@@ -552,7 +552,7 @@ class _Pipe:
         while self.delayed and self.delayed[0][0] <= now + 0.0005:
             ready.append(self.delayed.popleft()[1])
         if ready and not self.connection.closed:
-            self._emit_now(b"".join(ready))
+            self.write(b"".join(ready))
         if self.delayed:
             self.delay_timer = loop.call_at(self.delayed[0][0], self._release_delayed)
 
@@ -564,15 +564,12 @@ class _Pipe:
                 self.delay_timer = None
             ready = b"".join(data for _, data in self.delayed)
             self.delayed.clear()
-            self._emit_now(ready)
+            self.write(ready)
 
     def flush(self) -> None:
         if self.batch:
             batch, self.batch = self.batch, []
-            self._emit_now(b"".join(batch))
-
-    def _emit_now(self, data: bytes) -> None:
-        self.write(data)
+            self.write(b"".join(batch))
 
     def write(self, data: bytes) -> None:
         if self.out is None:
@@ -606,7 +603,7 @@ class _Pipe:
         for handle in list(self.timers):
             handle.cancel()
         self.timers.clear()
-        for _, _, timer in self.reorder_held:
+        for _, timer in self.reorder_held:
             timer.cancel()
         self.reorder_held.clear()
         if self.delay_timer is not None:
@@ -806,16 +803,12 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class FaultRecord:
-    """One injected fault: when (monotonic ns and seconds since the proxy started), what, where."""
+    """One injected fault: when (monotonic ns), what, and on which connection."""
 
     ts_ns: int
-    at_s: float
     fault: str
     connection: str
     details: dict[str, Any]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"at_s": round(self.at_s, 6), "fault": self.fault, "connection": self.connection, **self.details}
 
 
 class FaultProxy:
@@ -859,12 +852,9 @@ class FaultProxy:
         self.latency: dict[Direction, Latency | None] = {Direction.to_server: None, Direction.to_client: None}
         self.partitioned = False
         self.connections: dict[int, ProxiedConnection] = {}
-        self.records: list[FaultRecord] = []
-        self.connections_total = 0
         self._numbers = itertools.count(1)
         self._server: asyncio.base_events.Server | None = None
         self._scheduled: set[asyncio.TimerHandle] = set()
-        self._started_ns = time.perf_counter_ns()
         self.loop: asyncio.AbstractEventLoop | None = None  # type: ignore[assignment]
 
     # -- lifecycle
@@ -883,7 +873,6 @@ class FaultProxy:
         self.loop = asyncio.get_running_loop()
         self._server = await self.loop.create_server(self._accept, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._started_ns = time.perf_counter_ns()
         return self.url
 
     async def stop(self) -> None:
@@ -902,7 +891,6 @@ class FaultProxy:
     def _accept(self) -> asyncio.Protocol:
         connection = ProxiedConnection(self, next(self._numbers))
         self.connections[connection.id] = connection
-        self.connections_total += 1
         return connection.client
 
     def discard(self, connection: ProxiedConnection) -> None:
@@ -928,15 +916,8 @@ class FaultProxy:
         return connection.label or f"proxied-{connection.id}"
 
     def record(self, connection: ProxiedConnection | None, fault: str, **details: Any) -> FaultRecord:
-        now = time.perf_counter_ns()
-        record = FaultRecord(
-            now,
-            (now - self._started_ns) / 1e9,
-            fault,
-            connection.name() if connection is not None else "all",
-            details,
-        )
-        self.records.append(record)
+        name = connection.name() if connection is not None else "all"
+        record = FaultRecord(time.perf_counter_ns(), fault, name, details)
         if self.on_fault is not None:
             self.on_fault(record)
         return record
@@ -986,11 +967,11 @@ class FaultProxy:
 
     def partition(self, connection: int | None = None) -> None:
         """Hold every frame, both ways (pings too), until :meth:`end_partition`."""
-        targets = self.select(connection)
         if connection is None:
-            self.partitioned = True
-        for target in targets:
-            target.partition_held = True
+            self.partitioned = True  # every connection, and new ones (ProxiedConnection.partitioned)
+        else:
+            for target in self.select(connection):
+                target.partition_held = True
         self.record(self.connections.get(connection) if connection else None, "partition started")
 
     def end_partition(self, end: PartitionEnd, connection: int | None = None) -> int:
@@ -1061,13 +1042,3 @@ class FaultProxy:
                 self.latency[Direction.to_client] = latency
                 described.append(f"{spec}: server frames {latency.delay_s * 1000:g} ms ± {latency.jitter_s * 1000:g} ms late")
         return described
-
-    def figures(self) -> dict[str, Any]:
-        return {
-            "target": self.target_url,
-            "url": self.url,
-            "connections_open": len(self.connections),
-            "connections_total": self.connections_total,
-            "faults_recorded": len(self.records),
-            "rules": [{"rule": r.describe(), "applied": r.applied, "standing": r.standing} for r in self.rules],
-        }

@@ -329,7 +329,7 @@ class FaultProxyKeywords(LibraryComponent):
     def get_injected_faults(self, *, whole_suite: bool = False) -> list[dict[str, Any]]:
         """Returns the faults the proxy injected in this test (or, with ``whole_suite``, since the History began).
 
-        Each item has ``at_s`` (seconds since the proxy started), ``fault`` (``drop``,
+        Each item has ``at_s`` (seconds since this test started), ``fault`` (``drop``,
         ``duplicate``, ``delay``, ``reorder``, ``reset``, ``partition started``, ...),
         ``connection`` (the alias, when the connection is one of this library's) and details
         (the rule, the frame's type and ids).
@@ -338,8 +338,13 @@ class FaultProxyKeywords(LibraryComponent):
         | Length Should Be    ${faults}    1
         """
         since = 0 if whole_suite else self.ctx.test_mark
+        started = self.ctx.test_started_ns
         return [
-            {"connection": event.connection, **{k: v for k, v in event.frame.items() if k != "type"}}
+            {
+                "at_s": round((event.ts_ns - started) / 1e9, 6),
+                "connection": event.connection,
+                **{k: v for k, v in event.frame.items() if k != "type"},
+            }
             for event in self.ctx.history.select(since, direction=FAULT)
         ]
 
@@ -358,7 +363,6 @@ class FaultProxyKeywords(LibraryComponent):
         delay_s: float = 0.0,
         distinct_ids: bool = False,
     ) -> str:
-        target = self._connection_id(connection)
         try:
             rule = FrameRule(
                 action,
@@ -368,22 +372,26 @@ class FaultProxyKeywords(LibraryComponent):
                 start=start,
                 limit=count,
                 delay_s=delay_s,
-                connection=target,
                 distinct_ids=distinct_ids,
             )
         except ProxyError as error:
             raise ValueError(str(error)) from None
-        what = rule.describe() + (f" on '{connection}'" if connection else "")
-        self._inject(what, None, starting_in, lambda p, _target: p.add_rule(rule), resolved=True)
+
+        def apply(proxy: FaultProxy, target: int | None) -> None:
+            rule.connection = target
+            proxy.add_rule(rule)
+
+        self._inject(rule.describe(), connection, starting_in, apply)
         return rule.describe()
 
-    def _inject(self, what: str, connection: str | None, starting_in: timedelta | None, apply, *, resolved=False) -> None:
+    def _inject(self, what: str, connection: str | None, starting_in: timedelta | None, apply) -> None:
+        """Apply ``apply(proxy, connection id or None)`` on the loop now, or ``starting_in`` from now."""
         proxy = self.proxy
-        target = None if resolved else self._connection_id(connection)
+        target = self._connection_id(connection)
         delay = seconds(starting_in) or 0.0
         if delay < 0:
             raise ValueError(f"starting_in must not be negative, got {starting_in}.")
-        scope = f" on '{connection}'" if connection and not resolved else ""
+        scope = f" on '{connection}'" if connection else ""
         if delay:
             self.ctx.loop.call(lambda: proxy.schedule(delay, lambda: apply(proxy, target)))
             logger.info(f"Scheduled in {delay:g} s: {what}{scope}.")

@@ -109,7 +109,7 @@ def _fault_table(events: list[Event], started_ns: int) -> str:
         text = "; ".join(f"{k}: {v}" for k, v in details.items())
         if frame:
             text += ("; " if text else "") + "frame: " + " ".join(f"{k}={v}" for k, v in frame.items())
-        at = f"{(event.ts_ns - started_ns) / 1e9:.3f}" if started_ns else ""
+        at = f"{(event.ts_ns - started_ns) / 1e9:.3f}"
         body.append(
             f"<tr><td style='text-align:right'>{at}</td><td>{escape(event.connection)}</td>"
             f"<td>{escape(str(event.frame.get('fault')))}</td><td>{escape(text)}</td></tr>"
