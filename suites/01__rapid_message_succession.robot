@@ -4,7 +4,7 @@ Documentation     Rapid message succession: when one user fires messages quickly
 ...               backpressure that favours high priority; the agent's state keeps up; the
 ...               connection stays healthy; agents that share work stay in sync.
 ...
-...               Parameters are the original plan's (ORIGINAL_SUITES.md, suite 1). The burst pause
+...               Parameters are the original plan's (docs/original-plans.md, suite 1). The burst pause
 ...               is shortened for the mock; ``-V resources/variables/soak.py`` restores it.
 
 Resource          ../resources/rapid_succession.resource
@@ -134,7 +134,7 @@ Connection Stays Healthy Through Message Bursts
     ...    delivered, response times within limits, memory growth within limit (server and
     ...    client measured separately).
     [Tags]    stability
-    Take Memory Baseline
+    Start Resource Monitor
     Start Connection Monitor    interval=250 ms
     Send Message Bursts    ${BURSTS}    ${BURST_SIZE}    ${BURST_INTERVAL}    ${BURST_PAUSE}
     Wait Until Messages Are Settled    ${RESPONSE_TIMEOUT}    must_settle=${False}

@@ -4,13 +4,13 @@ Documentation     Message queuing during disconnection: everything produced for 
 ...               delivered on reconnect in priority order, at least once and de-duplicable by
 ...               ``delivery_id``; every message pushed is delivered, dropped, rejected or expired.
 ...
-...               Parameters are the original plan's (ORIGINAL_SUITES.md, suite 2). Pushes come from
+...               Parameters are the original plan's (docs/original-plans.md, suite 2). Pushes come from
 ...               an admin connection (APEX_ADMIN_TOKEN); a server without ``push`` or
 ...               ``configure_session`` skips the scenarios that need them, saying so.
 
 Resource          ../resources/offline_queue.resource
 
-Suite Setup       Set Up Apex Target
+Suite Setup       Set Up Apex Target    admin
 Suite Teardown    Tear Down Apex Target
 Test Setup        Connect The Test User
 Test Teardown     Finish Test
@@ -47,9 +47,9 @@ A Message Pushed While The User Is Away Is Delivered On Reconnect
     The User Goes Away
     Push Messages    ${USER}    Hello
     The User Comes Back And Receives    1
-    Delivered Messages Should Be    Hello    alias=${USER}
+    Delivered Messages Should Be    Hello    connection=${USER}
     Get Reconnect Time    max    <    ${MAX_RECONNECT_TIME}
-    Get Delivery Time    <    ${MAX_FIRST_DELIVERY}    alias=${USER}
+    Get Delivery Time    <    ${MAX_FIRST_DELIVERY}    connection=${USER}
     The Offline Queue Should Be Empty
     Offline Messages Should Be Accounted For    ${USER}
 
@@ -59,7 +59,7 @@ Messages Queued While Away Arrive In The Order They Were Pushed
     The User Goes Away
     Push Numbered Messages    ${USER}    ${ORDER_COUNT}
     The User Comes Back And Receives    ${ORDER_COUNT}
-    Delivered Messages Should Be    M1 M2 M3 M4 M5    alias=${USER}
+    Delivered Messages Should Be    M1 M2 M3 M4 M5    connection=${USER}
     Every Queued Message Should Be Delivered Once In Priority Order
 
 Offline Queue Overflow Follows The Configured Policy
@@ -81,20 +81,20 @@ Queued Messages Are Delivered By Priority Then In Push Order
     Push Messages    ${USER}    ${PRIORITY_PUSHES}
     The User Comes Back And Receives    7
     Every Queued Message Should Be Delivered Once In Priority Order
-    Delivered Messages Should Be    ${PRIORITY_DELIVERY}    alias=${USER}
+    Delivered Messages Should Be    ${PRIORITY_DELIVERY}    connection=${USER}
 
 Overflow Never Evicts A Higher Priority Message First
     [Documentation]    Capacity 3 under drop_oldest, pushing C1 N1 N2 H1 L1 N3: each overflow evicts
     ...    the oldest message of the lowest priority (or drops an incoming message lower than
     ...    everything queued), so the critical and high messages survive.
     [Tags]    overflow    priority
-    Configure Session    offline_capacity=3    overflow_policy=drop_oldest    alias=${USER}
+    Configure Session    offline_capacity=3    overflow_policy=drop_oldest    connection=${USER}
     The User Goes Away
     Push Messages    ${USER}    C1:critical N1 N2 H1:high L1:low N3
     Evictions Should Respect Priority    ${USER}
     Push Results Should Be    ${USER}    dropped=N1 L1 N2
     The User Comes Back And Receives    3
-    Delivered Messages Should Be    C1 H1 N3    alias=${USER}
+    Delivered Messages Should Be    C1 H1 N3    connection=${USER}
 
 Expired Messages Are Not Delivered And Free Their Capacity
     [Documentation]    TTL 2 s, capacity 3, policy reject: three messages pushed, left past their
@@ -102,27 +102,27 @@ Expired Messages Are Not Delivered And Free Their Capacity
     ...    longer take capacity), and only they arrive; the server counts three expired.
     [Tags]    ttl    overflow
     Configure Session    offline_capacity=${TTL_CAPACITY}    overflow_policy=reject    offline_ttl=${TTL}
-    ...    alias=${USER}
+    ...    connection=${USER}
     The User Goes Away
     Push Messages    ${USER}    I1 I2 I3
     Wait Until Pushed Messages Expire    ${USER}    I1 I2 I3
     Push Messages    ${USER}    F1 F2
     Push Results Should Be    ${USER}    message=Expired messages must stop taking capacity
     The User Comes Back And Receives    2
-    Delivered Messages Should Be    F1 F2    alias=${USER}
+    Delivered Messages Should Be    F1 F2    connection=${USER}
     Offline Messages Should Be Accounted For    ${USER}
 
 A Reply That Finishes While The User Is Away Is Delivered On Reconnect
     [Documentation]    The user asks, then leaves before the 300 ms answer is ready: the answer
     ...    waits in the offline queue and arrives once after the reconnect, with a delivery_id.
     [Tags]    delivery    reply
-    Configure Session    processing_ms=${REPLY_PROCESSING_MS}    alias=${USER}
-    Send Message    Summarise my week    reply-1    alias=${USER}
+    Configure Session    processing_ms=${REPLY_PROCESSING_MS}    connection=${USER}
+    Send Message    Summarise my week    reply-1    connection=${USER}
     The User Goes Away
     Wait Until Offline Queue Holds    ${USER}    1    timeout=${RESPONSE_TIMEOUT}
     The User Comes Back And Receives    1
-    Delivered Messages Should Be    reply-1    alias=${USER}
-    Every Message Should Have Exactly One Outcome    alias=${USER}
+    Delivered Messages Should Be    reply-1    connection=${USER}
+    Every Message Should Have Exactly One Outcome    connection=${USER}
     The Offline Queue Should Be Empty
 
 An Unacknowledged Delivery Is Delivered Again After A Drop
@@ -163,12 +163,12 @@ The Offline Queue Stays Within Its Capacity
     [Documentation]    Capacity 5, ten pushes while away: the server never holds more than five,
     ...    the five newest arrive, and pushed 10 = delivered 5 + dropped 5.
     [Tags]    resources    overflow
-    Configure Session    offline_capacity=${BOUNDED_CAPACITY}    overflow_policy=drop_oldest    alias=${USER}
+    Configure Session    offline_capacity=${BOUNDED_CAPACITY}    overflow_policy=drop_oldest    connection=${USER}
     The User Goes Away
     Push Numbered Messages    ${USER}    ${BOUNDED_PUSHES}
     Get Offline Queue Peak    ${USER}    <=    ${BOUNDED_CAPACITY}
     The User Comes Back And Receives    ${BOUNDED_CAPACITY}
-    Delivered Messages Should Be    M6 M7 M8 M9 M10    alias=${USER}
+    Delivered Messages Should Be    M6 M7 M8 M9 M10    connection=${USER}
     Offline Messages Should Be Accounted For    ${USER}
 
 Messages Pushed During A Network Partition Are Not Lost

@@ -7,7 +7,7 @@ Documentation     High-volume throughput: the platform answers what it is offere
 ...
 ...               Load is open-loop: each message has an intended send time, and latency runs from
 ...               it to the answer, so a stalled server cannot hide behind a slowed sender. The
-...               parameters are the original plan's (ORIGINAL_SUITES.md, suite 3) with durations
+...               parameters are the original plan's (docs/original-plans.md, suite 3) with durations
 ...               shortened for the mock; ``-V resources/variables/soak.py`` restores them.
 
 Resource          ../resources/throughput.resource
@@ -115,7 +115,7 @@ Latency Percentiles Stay Within Target Under Constant Arrival Rate
     Run Load    ${LATENCY_RATE}    ${LATENCY_DURATION}    connections=${LATENCY_CONNECTIONS}    name=latency
     Get Load Figure    delivery ratio    >=    ${MIN_DELIVERY_RATIO}
     Latency Should Meet Its Percentile Targets
-    Get Resource Figure    server    growth_mb    <=    ${MAX_SERVER_GROWTH_MB}
+    Get Resource Figure    server    memory growth    <=    ${MAX_SERVER_GROWTH_MB}
 
 Connections Scale From 1 To 500
     [Documentation]    1, 10, 50, 100, 250 and 500 concurrent connections under the same total load.

@@ -5,7 +5,7 @@ Combine with a target: ``robot -V resources/variables/soak.py suites/`` (the bui
 given on the command line override the suites' own short defaults. Suite 3 then takes about
 25 minutes; the memory scenario alone sends 6 million messages.
 
-Everything here is a duration or a rate from ORIGINAL_SUITES.md; thresholds are unchanged.
+Everything here is a duration or a rate from docs/original-plans.md; thresholds are unchanged.
 """
 
 # Suite 1, rapid message succession: 2 s between bursts, as planned (30 s of bursts).

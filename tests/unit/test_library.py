@@ -5,7 +5,9 @@ bad tokens, replies routed by request_id, bad frames answered with errors on a c
 stays usable, waits that end at their timeout, and checks that fail naming messages.
 """
 
+import asyncio
 import socket
+import threading
 import time
 from datetime import timedelta
 
@@ -181,11 +183,11 @@ def test_pushes_deliveries_and_accounting_round_trip(lib):
     deliveries = lib.wait_for_queued_deliveries("alice")  # count announced by session_started
     assert [d["label"] for d in deliveries] == ["H1", "N1", "L1"]
     assert all(d["delivery_id"] and d["redelivered"] is False for d in deliveries)
-    lib.delivered_messages_should_be("H1 N1 L1", alias="alice")
+    lib.delivered_messages_should_be("H1 N1 L1", connection="alice")
     assert lib.deliveries_should_follow_priority_order("alice") == 3
     counts = lib.offline_messages_should_be_accounted_for("alice")
     assert counts == {"pushed": 3, "delivered": 3, "dropped": 0, "rejected": 0, "expired": 0, "unaccounted": 0}
-    assert lib.get_queue_state("offline_unacked", alias="alice") == 0
+    assert lib.get_queue_state("offline_unacked", connection="alice") == 0
 
 
 def test_waiting_for_deliveries_that_never_come_names_what_is_missing(lib):
@@ -218,6 +220,134 @@ def test_manual_acknowledgement_leaves_deliveries_unacked_until_asked(lib):
     lib.push_messages("alice", "N1 N2")
     lib.reconnect("alice")
     lib.wait_for_queued_deliveries("alice", count=2)
-    assert lib.get_queue_state("offline_unacked", alias="alice") == 2
-    assert lib.acknowledge_deliveries(alias="alice") == 2
-    assert lib.get_queue_state("offline_unacked", alias="alice") == 0
+    assert lib.get_queue_state("offline_unacked", connection="alice") == 2
+    assert lib.acknowledge_deliveries(connection="alice") == 2
+    assert lib.get_queue_state("offline_unacked", connection="alice") == 0
+
+
+# -- checking the target in a suite setup ----------------------------------------------------
+
+
+@pytest.fixture
+def silent_server():
+    """A plain asyncio server on a free 127.0.0.1 port that accepts TCP and never answers."""
+    loop = asyncio.new_event_loop()
+    held = []
+
+    async def hold(reader, writer):
+        held.append(writer)
+        await asyncio.Event().wait()
+
+    server = loop.run_until_complete(asyncio.start_server(hold, "127.0.0.1", 0))
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}/ws"
+
+    async def shut():
+        server.close()
+        for writer in held:
+            writer.close()
+        await server.wait_closed()
+
+    asyncio.run_coroutine_threadsafe(shut(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def test_check_target_fails_fast_naming_a_server_that_never_completes_the_handshake(silent_server):
+    library = MessagingLibrary(timeout=timedelta(seconds=10))
+    kw = Keywords(library)
+    kw.configure_target(silent_server + "?token=secret-in-url", Secret("tok-secret"), name="staging")
+    try:
+        started = time.monotonic()
+        with pytest.raises(AssertionError) as failure:
+            kw.check_target(timeout=timedelta(seconds=1))
+        assert time.monotonic() - started < 4
+    finally:
+        library._close()
+    message = str(failure.value)
+    assert message.startswith(f"Target 'staging' at {silent_server} cannot run this suite: ")
+    assert "accepted the TCP connection but completed no WebSocket handshake" in message
+    assert "\n" not in message and "secret" not in message
+
+
+def test_check_target_names_a_refused_port_and_a_refused_token(lib, mock):
+    lib.configure_target(f"ws://127.0.0.1:{free_port()}/ws", Secret("unit"))
+    with pytest.raises(AssertionError, match=r"cannot run this suite: nothing accepts connections on 127.0.0.1:\d+"):
+        lib.check_target(timeout=timedelta(seconds=2))
+    lib.configure_target(mock.url, Secret("has spaces"))
+    with pytest.raises(AssertionError, match="the test user's connection failed: it refused the WebSocket handshake with HTTP 401"):
+        lib.check_target()
+
+
+def test_check_target_for_admin_needs_the_admin_token_and_names_the_variable(mock):
+    library = MessagingLibrary(timeout=timedelta(seconds=5))
+    kw = Keywords(library)
+    kw.configure_target(mock.url, Secret("unit"), name="staging")
+    try:
+        kw.check_target()  # a suite that does not push needs no admin token
+        started = time.monotonic()
+        with pytest.raises(AssertionError, match=r"no admin token is set \(APEX_ADMIN_TOKEN\)"):
+            kw.check_target(lib_need("admin"))
+        assert time.monotonic() - started < 1
+    finally:
+        library._close()
+
+
+def test_check_target_passes_against_the_mock_with_admin_and_leaves_no_connection(lib):
+    lib.check_target(lib_need("admin"))
+    assert lib.library.ctx.sessions == {}
+
+
+def test_check_target_refuses_an_admin_token_that_is_not_an_admin(lib, mock):
+    lib.configure_target(mock.url, Secret("unit"), admin_token=Secret("not-an-admin"))
+    with pytest.raises(AssertionError, match=r"the admin token \(APEX_ADMIN_TOKEN\) is not an admin on this server"):
+        lib.check_target(lib_need("admin"))
+
+
+def lib_need(name):
+    from MessagingLibrary.keywords.connection import TargetNeed
+
+    return TargetNeed(name)
+
+
+# -- health and memory figures ----------------------------------------------------------------
+
+
+def test_connection_health_is_a_figure_with_an_optional_assertion(lib):
+    from assertionengine import AssertionOperator as Op
+    from MessagingLibrary.keywords.connection import HealthFigure
+
+    lib.connect("main")
+    lib.start_connection_monitor(interval=timedelta(milliseconds=20))
+    lib.send_numbered_messages(5, timedelta(milliseconds=20))
+    lib.wait_until_messages_are_settled()
+    assert lib.get_connection_health(HealthFigure.pings) >= 1
+    assert lib.get_connection_health(HealthFigure.missed_pings, Op["=="], "0") == 0
+    assert lib.get_connection_health(HealthFigure.max_round_trip, Op["<"], "1 s") < 1
+    with pytest.raises(AssertionError, match="health pongs was .*, expected > 100000"):
+        lib.get_connection_health(HealthFigure.pongs, Op[">"], "100000")
+    names = [m.name for m in lib.library.ctx.measurements]
+    assert names[-4:] == ["health pings", "health missed pings", "health max round trip", "health pongs"]
+
+
+def test_the_resource_monitor_is_the_one_memory_api_with_one_row_scheme(lib, tmp_path, monkeypatch):
+    from assertionengine import AssertionOperator as Op
+    from MessagingLibrary.keywords.resources import ProcessRole, ResourceFigure
+
+    lib.connect("main")
+    lib.start_resource_monitor(interval=timedelta(milliseconds=20))
+    lib.send_numbered_messages(10, timedelta(0))
+    lib.wait_until_messages_are_settled()
+    assert lib.get_resource_figure(ProcessRole.client, ResourceFigure.memory_growth, Op["<"], "100") < 100
+    lib.get_resource_figure(ProcessRole.server, ResourceFigure.peak_memory)
+    assert lib.wait_for_memory_recovery(Op[">="], "0.5", timeout=timedelta(seconds=1)) >= 0.5
+    with pytest.raises(RuntimeError, match="No bytes per message yet: it needs a load run"):
+        lib.get_resource_figure(ProcessRole.server, ResourceFigure.bytes_per_message)
+    rows = [m.name for m in lib.library.ctx.measurements]
+    assert rows == ["client memory growth", "server peak memory", "server memory recovery"]
+    monkeypatch.chdir(tmp_path)  # outside Robot, the figures go to ./results/monitor/
+    figures = lib.stop_resource_monitor()
+    assert set(figures) == {"client", "server"} and "memory_growth" in figures["server"]
+    assert list((tmp_path / "results" / "monitor").glob("resources-*.json"))

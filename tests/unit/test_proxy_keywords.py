@@ -1,7 +1,7 @@
 """The fault proxy keywords, called from Python, between the library and a real apex-mock process.
 
 They pin what a suite relies on: routing every new connection (and restoring it), faults
-scoped to one alias, faults recorded in the History with the alias, the note that puts the
+scoped to one connection, faults recorded in the History with the connection's name, the note that puts the
 cause next to a failure, and clear errors for what cannot be done.
 """
 
@@ -23,19 +23,19 @@ def test_routing_sends_new_connections_through_the_proxy_and_stopping_restores_t
     assert lib.library.ctx.target.url == mock.url
 
 
-def test_a_frame_fault_on_one_alias_spares_the_others_and_is_recorded_with_the_alias(lib):
+def test_a_frame_fault_on_one_connection_spares_the_others_and_is_recorded_with_its_name(lib):
     lib.start_fault_proxy()
     lib.connect("alice")
     lib.connect("bob")
     described = lib.drop_frames("ai_response", count=1, connection="alice")
     assert described == "drop the next ai_response"
-    lib.send_message("to bob", "b-1", alias="bob")
-    lib.wait_for_responses(1, alias="bob")
-    lib.send_message("lost", "a-1", alias="alice")
-    lib.send_message("kept", "a-2", alias="alice")
+    lib.send_message("to bob", "b-1", connection="bob")
+    lib.wait_for_responses(1, connection="bob")
+    lib.send_message("lost", "a-1", connection="alice")
+    lib.send_message("kept", "a-2", connection="alice")
     with pytest.raises(AssertionError, match="waiting for 2 ai_response \\(got 1\\)"):
-        lib.wait_for_responses(2, alias="alice", timeout=timedelta(milliseconds=500))
-    assert lib.get_responses(alias="alice")[0]["message_id"] == "a-2"
+        lib.wait_for_responses(2, connection="alice", timeout=timedelta(milliseconds=500))
+    assert lib.get_responses(connection="alice")[0]["message_id"] == "a-2"
     faults = lib.get_injected_faults()
     drops = [f for f in faults if f["fault"] == "drop"]
     assert len(drops) == 1
@@ -57,7 +57,7 @@ def test_the_fault_note_names_the_first_fault_for_a_failed_test(lib):
     assert "the first: duplicate of ai_response d-1" in note and "on alice]" in note
 
 
-def test_a_partition_of_one_alias_holds_its_replies_until_it_heals(lib):
+def test_a_partition_of_one_connection_holds_its_replies_until_it_heals(lib):
     lib.start_fault_proxy()
     lib.connect("alice")
     lib.start_network_partition("alice")

@@ -25,6 +25,21 @@ MAX_SAMPLES = 2000
 RECOVERY_NOISE_FLOOR_BYTES = 20 * MB
 CLIENT = "client"
 SERVER = "server"
+#: The unit of each figure of :meth:`ResourceMonitor.figures` (the keywords' figure names, with underscores).
+UNITS = {
+    "baseline_mb": "MB",
+    "final_mb": "MB",
+    "memory_growth": "MB",
+    "peak_memory_growth": "MB",
+    "peak_memory": "MB",
+    "memory_slope": "MB/min",
+    "bytes_per_message": "B/msg",
+    "bytes_per_connection": "B/conn",
+    "mean_cpu": "%",
+    "peak_cpu": "%",
+    "memory_recovery": "ratio",
+    "recovery_noise_floor_mb": "MB",
+}
 
 
 @dataclass(slots=True)
@@ -140,7 +155,7 @@ class ResourceMonitor:
     # -- figures -----------------------------------------------------------------------------
 
     def figures(self, role: str) -> dict[str, Any] | None:
-        """Growth, slope, peak, per-message and per-connection cost, CPU, recovery for ``role``."""
+        """Growth, slope, peak, per-message and per-connection cost, CPU, recovery for ``role`` (units: :data:`UNITS`)."""
         series = self.series.get(role)
         if series is None or series.first is None:
             return None
@@ -158,18 +173,18 @@ class ResourceMonitor:
             "source": series.source,
             "samples": len(series.samples),
             "baseline_mb": _mb(first.rss),
-            "peak_mb": _mb(peak.rss),
             "final_mb": _mb(last.rss),
-            "growth_mb": _mb(growth),
-            "peak_growth_mb": _mb(peak_growth),
-            "slope_mb_per_min": round(_slope(load_samples) * 60 / MB, 3),
+            "memory_growth": _mb(growth),
+            "peak_memory_growth": _mb(peak_growth),
+            "peak_memory": _mb(peak.rss),
+            "memory_slope": round(_slope(load_samples) * 60 / MB, 3),
             "bytes_per_message": round((end.rss - connected.rss) / self.messages, 1) if self.messages else None,
             "bytes_per_connection": round((connected.rss - before.rss) / self.connections, 1)
             if self.connections
             else None,
-            "cpu_percent_mean": _cpu_percent(first, last),
-            "cpu_percent_peak": self._cpu_peak(series),
-            "recovery": round(recovered / peak_growth, 4) if peak_growth >= RECOVERY_NOISE_FLOOR_BYTES else 1.0,
+            "mean_cpu": _cpu_percent(first, last),
+            "peak_cpu": self._cpu_peak(series),
+            "memory_recovery": round(recovered / peak_growth, 4) if peak_growth >= RECOVERY_NOISE_FLOOR_BYTES else 1.0,
             "recovery_noise_floor_mb": _mb(RECOVERY_NOISE_FLOOR_BYTES),
             "unreadable": series.unreadable,
         }

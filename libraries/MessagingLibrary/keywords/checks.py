@@ -45,13 +45,13 @@ def statistic_of(histogram: LatencyHistogram, statistic: Statistic) -> float:
 class CheckKeywords(LibraryComponent):
     """Delivery-guarantee checks and measurements over everything this test sent and received."""
 
-    def _events(self, alias: str | None) -> list[Event]:
+    def _events(self, connection: str | None) -> list[Event]:
         events = self.ctx.history.snapshot(self.ctx.test_mark)
-        return [e for e in events if e.connection == alias] if alias else events
+        return [e for e in events if e.connection == connection] if connection else events
 
 
     @keyword(tags=("check", "ordering"))
-    def responses_should_be_in_send_order(self, response_type: str = "ai_response", *, alias: str | None = None) -> int:
+    def responses_should_be_in_send_order(self, response_type: str = "ai_response", *, connection: str | None = None) -> int:
         """Fails if any message was answered after a message sent later on the same connection.
 
         The failure names each pair: ``seq-msg-7 (sequence 7) was answered after seq-msg-9
@@ -60,32 +60,32 @@ class CheckKeywords(LibraryComponent):
 
         | Responses Should Be In Send Order
         """
-        result = checks.responses_in_send_order(self._events(alias), response_type)
+        result = checks.responses_in_send_order(self._events(connection), response_type)
         if result.checked == 0:
             result.problems.append(f"no {response_type} to check")
         return self._enforce(result)
 
     @keyword(tags=("check", "idempotency"))
-    def responses_should_have_no_duplicates(self, response_type: str = "ai_response", *, alias: str | None = None) -> int:
+    def responses_should_have_no_duplicates(self, response_type: str = "ai_response", *, connection: str | None = None) -> int:
         """Fails if any message got more than one ``response_type``, naming each and how many it got.
 
         | Responses Should Have No Duplicates
         """
-        return self._enforce(checks.no_duplicate_responses(self._events(alias), response_type))
+        return self._enforce(checks.no_duplicate_responses(self._events(connection), response_type))
 
     @keyword(tags=("check", "loss"))
-    def every_message_should_be_answered(self, response_type: str = "ai_response", *, alias: str | None = None) -> int:
+    def every_message_should_be_answered(self, response_type: str = "ai_response", *, connection: str | None = None) -> int:
         """Fails if any message sent in this test has no ``response_type``, naming each one.
 
         | Every Message Should Be Answered
         """
-        result = checks.every_message_answered(self._events(alias), response_type)
+        result = checks.every_message_answered(self._events(connection), response_type)
         if result.checked == 0:
             result.problems.append("no user_message was sent in this test")
         return self._enforce(result)
 
     @keyword(tags=("check", "loss", "idempotency"))
-    def every_message_should_have_exactly_one_outcome(self, *, alias: str | None = None) -> int:
+    def every_message_should_have_exactly_one_outcome(self, *, connection: str | None = None) -> int:
         """Fails unless every send attempt got exactly one reply and no message was processed twice.
 
         Replies are ``ai_response``, ``duplicate_rejected``, ``queue_full`` and ``error``.
@@ -93,7 +93,7 @@ class CheckKeywords(LibraryComponent):
 
         | Every Message Should Have Exactly One Outcome
         """
-        result = checks.exactly_one_outcome(self._events(alias))
+        result = checks.exactly_one_outcome(self._events(connection))
         if result.checked == 0:
             result.problems.append("no user_message was sent in this test")
         return self._enforce(result)
@@ -105,13 +105,13 @@ class CheckKeywords(LibraryComponent):
         expected: Any = None,
         *,
         response_type: str = "ai_response",
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> float:
         """Returns answered ÷ sent distinct messages in this test (0.0–1.0), optionally asserting it.
 
         | Get Delivery Ratio    >=    0.95
         """
-        delivered = checks.delivery(self._events(alias), response_type)
+        delivered = checks.delivery(self._events(connection), response_type)
         if delivered.sent == 0:
             raise AssertionError("No user_message was sent in this test: there is no delivery ratio.")
         return self.ctx.check(
@@ -131,7 +131,7 @@ class CheckKeywords(LibraryComponent):
         expected: Any = None,
         *,
         response_type: str = "ai_response",
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> float:
         """Returns a statistic of response times in seconds, optionally asserting it.
 
@@ -144,7 +144,7 @@ class CheckKeywords(LibraryComponent):
         | Get Response Time    p95    <=    1 s
         | Get Response Time    mean    <    500 ms
         """
-        times = checks.response_times_ns(self._events(alias), response_type)
+        times = checks.response_times_ns(self._events(connection), response_type)
         if not times:
             raise AssertionError(f"No {response_type} in this test: there are no response times.")
         value = statistic_of(LatencyHistogram.of(times), statistic)
@@ -157,7 +157,7 @@ class CheckKeywords(LibraryComponent):
         expected: Any = None,
         *,
         response_type: str = "ai_response",
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> float:
         """Returns answered messages per second, optionally asserting it.
 
@@ -166,7 +166,7 @@ class CheckKeywords(LibraryComponent):
 
         | Get Answered Throughput    >=    10
         """
-        events = self._events(alias)
+        events = self._events(connection)
         sent = [e for e in events if e.direction == SENT and e.type == "user_message" and e.message_id]
         answered = {}
         for e in events:
@@ -193,7 +193,7 @@ class CheckKeywords(LibraryComponent):
         expected: Any = None,
         *,
         under_backpressure: bool = False,
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> float:
         """Returns the share (0.0–1.0) of ``priority`` messages that were processed, optionally asserting it.
 
@@ -204,7 +204,7 @@ class CheckKeywords(LibraryComponent):
         | Get Priority Preservation    high    >=    0.8
         | Get Priority Preservation    high    >=    0.8    under_backpressure=True
         """
-        events = self._events(alias)
+        events = self._events(connection)
         sent = [e for e in events if e.direction == SENT and e.type == "user_message" and e.message_id]
         full = {e.message_id for e in events if e.direction == RECEIVED and e.type == "queue_full"}
         answered = {e.message_id for e in events if e.direction == RECEIVED and e.type == "ai_response"}

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import json
 import urllib.error
 import urllib.request
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from assertionengine import AssertionOperator
 from robot.api import SkipExecution, logger
@@ -15,7 +19,8 @@ from robot.api.deco import keyword
 from robot.api.types import Secret
 
 from ..context import LibraryComponent, Owned, UserStrategy, seconds
-from ..engine.session import Session, SessionError
+from ..engine.history import History
+from ..engine.session import ServerError, Session, SessionError
 
 TOKEN_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._~-")
 
@@ -24,6 +29,32 @@ def _reveal(value: Secret | str | None) -> str | None:
     if value is None:
         return None
     return value.value if isinstance(value, Secret) else str(value)
+
+
+def _shown_url(url: str) -> str:
+    """``url`` without user info, query or fragment (where a token could hide)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class HealthFigure(enum.Enum):
+    """A figure of the connection monitor (see `Get Connection Health`)."""
+
+    pings = "pings"
+    pongs = "pongs"
+    missed_pings = "missed_pings"
+    mean_round_trip = "mean_round_trip"
+    max_round_trip = "max_round_trip"
+
+
+class TargetNeed(enum.Enum):
+    """What a suite needs of its target beyond a test user's connection (see `Check Target`)."""
+
+    admin = "admin"
 
 
 class ConnectionKeywords(LibraryComponent):
@@ -84,6 +115,123 @@ class ConnectionKeywords(LibraryComponent):
                 "Needs a fresh test user, but the target uses user_strategy=fixed (APEX_TOKEN as is)."
             )
 
+    @keyword(tags=("connection", "target"))
+    def check_target(self, *needs: TargetNeed, timeout: timedelta = timedelta(seconds=5)) -> None:
+        """Checks once, within ``timeout`` in all, that the configured target can run the suite.
+
+        Meant for a suite setup, so a bad target fails the suite in seconds with one line
+        naming the problem and the target's URL, instead of every test waiting out its own
+        timeouts. In order, and stopping at the first problem:
+
+        - the settings the suite needs are there (for ``admin``: an admin token, APEX_ADMIN_TOKEN);
+        - the target is reachable (a TCP connection);
+        - it completes the WebSocket handshake and accepts a test user's token;
+        - for ``admin``: it accepts the admin token, and a push (to the checking user, who is
+          online) is not refused as ``forbidden``.
+
+        A server that answers ``unsupported`` to an operation passes: the scenarios that need
+        it are skipped, saying so. Tokens never appear in the message; the connections used
+        for the check are closed before it returns.
+
+        | Check Target
+        | Check Target    admin    timeout=3 s
+        """
+        target = self.ctx.target
+        if target.url is None:
+            raise RuntimeError("No target configured: call 'Configure Target' (or 'Set Up Apex Target') first.")
+        shown = _shown_url(target.url)
+        prefix = f"Target '{target.name}' at {shown} cannot run this suite: "
+        wanted = set(needs)
+        if TargetNeed.admin in wanted and not target.admin_token:
+            raise AssertionError(prefix + "no admin token is set (APEX_ADMIN_TOKEN); the suite pushes from an admin connection.")
+        limit = seconds(timeout) or 5.0
+        deadline = time.monotonic() + limit
+        left = lambda: max(0.05, deadline - time.monotonic())  # noqa: E731
+        try:
+            token = self._new_user_token()
+        except RuntimeError as error:
+            raise AssertionError(prefix + str(error)) from None
+        problem = self.ctx.run(self._probe(target.url, token, wanted, left, limit), limit, f"Checking the target {shown}")
+        if problem:
+            raise AssertionError(prefix + problem)
+        logger.info(f"Target '{target.name}' at {shown} is reachable and accepts test users"
+                    + (" and the admin token." if TargetNeed.admin in wanted else "."))
+
+    async def _probe(self, url: str, token: str, needs: set[TargetNeed], left, limit: float) -> str:
+        """The first problem of the target, in words, or ``""``."""
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), left())
+        except (TimeoutError, asyncio.TimeoutError):
+            return f"no TCP connection to {parts.hostname}:{port} within {limit:g} s."
+        except OSError as error:
+            if isinstance(error, ConnectionRefusedError):
+                return f"nothing accepts connections on {parts.hostname}:{port} (connection refused)."
+            return f"{parts.hostname}:{port} is not reachable ({error.strerror or error})."
+        writer.close()
+        sessions: list[Session] = []
+        try:
+            user = await self._open_probe(url, token, "test user", left, limit, sessions)
+            if isinstance(user, str):
+                return user
+            if TargetNeed.admin not in needs:
+                return ""
+            admin = await self._open_probe(url, str(self.ctx.target.admin_token), "admin", left, limit, sessions)
+            if isinstance(admin, str):
+                return admin
+            return await self._probe_push(user, admin, left)
+        finally:
+            for session in sessions:
+                try:
+                    await asyncio.wait_for(session.close(1.0), 2.0)
+                except Exception:  # noqa: BLE001 (closing a probe must not hide the verdict)
+                    pass
+
+    @staticmethod
+    async def _open_probe(url: str, token: str, who: str, left, limit: float, sessions: list) -> Session | str:
+        session = Session(f"target-check-{who.replace(' ', '-')}", url, History(), headers={"Authorization": f"Bearer {token}"}, token=token)
+        try:
+            await asyncio.wait_for(session.open(left()), left() + 0.5)
+        except (SessionError, TimeoutError, asyncio.TimeoutError) as error:
+            if isinstance(error, SessionError) and "timed out" not in str(error):
+                detail = str(error).replace(f"Server at {url} ", "it ").replace(f" with {url}", "").replace(f" to {url}", "")
+                return f"the {who}'s connection failed: {detail}"
+            return (
+                f"it accepted the TCP connection but completed no WebSocket handshake for the {who} "
+                f"within {limit:g} s."
+            )
+        sessions.append(session)
+        return session
+
+    @staticmethod
+    async def _probe_push(user: Session, admin: Session, left) -> str:
+        """Pushes one low-priority message to the (online) checking user; only ``forbidden`` fails."""
+        try:
+            await user.wait_until(lambda: user.session_started is not None, min(1.0, left()), lambda: "")
+        except (AssertionError, TimeoutError, asyncio.TimeoutError):
+            return ""  # no session_started: no user id to push to; the admin handshake passed
+        if user.user_id is None:
+            return ""
+        frame = {
+            "type": "push",
+            "to_user": user.user_id,
+            "message_id": f"target-check-{uuid.uuid4().hex[:12]}",
+            "content": "target check",
+            "priority": "low",
+        }
+        try:
+            await admin.request(frame, left())
+        except ServerError as error:
+            if error.code == "forbidden":
+                return "the admin token (APEX_ADMIN_TOKEN) is not an admin on this server (push answered 'forbidden')."
+            if error.code == "unsupported":
+                return ""  # scenarios that push are skipped, saying so
+            return f"a push from the admin connection was refused: {error}."
+        except (AssertionError, TimeoutError, asyncio.TimeoutError):
+            return "the admin connection's push got no push_result in time."
+        return ""
+
     def _new_user_token(self) -> str:
         target = self.ctx.target
         if target.url is None:
@@ -112,7 +260,7 @@ class ConnectionKeywords(LibraryComponent):
     @keyword(tags=("connection",))
     def connect(
         self,
-        alias: str = "main",
+        connection: str = "main",
         *,
         same_user_as: str | None = None,
         admin: bool = False,
@@ -122,24 +270,24 @@ class ConnectionKeywords(LibraryComponent):
         url: str | None = None,
         timeout: timedelta = timedelta(seconds=10),
     ) -> str:
-        """Opens a WebSocket connection under ``alias`` and makes it the current connection.
+        """Opens a WebSocket connection named ``connection`` and makes it the current connection.
 
         By default the connection acts as a new test user (see `Configure Target`).
-        ``same_user_as`` reuses the user of another alias (a second device of one user);
+        ``same_user_as`` reuses the user of another connection (a second device of one user);
         ``admin`` connects with the admin token; ``token`` (a Secret) overrides the token;
         ``authenticate=False`` sends no ``Authorization`` header at all. ``headers`` are added
         to the handshake. ``url`` overrides the target's URL.
 
         Fails with a specific message on connection refused, an HTTP status instead of the
         upgrade (401 for a missing or bad token) or no handshake within ``timeout``. Returns
-        the alias. The connection is closed at the end of the test (or suite) that opened it.
+        the connection's name. The connection is closed at the end of the test (or suite) that opened it.
 
         | Connect    alice
         | Connect    alice-phone    same_user_as=alice
         | Run Keyword And Expect Error    *HTTP 401*    Connect    nobody    authenticate=False
         """
-        if alias in self.ctx.sessions and self.ctx.sessions[alias].is_open:
-            raise RuntimeError(f"A connection with alias '{alias}' is already open; disconnect it first.")
+        if connection in self.ctx.sessions and self.ctx.sessions[connection].is_open:
+            raise RuntimeError(f"A connection named '{connection}' is already open; disconnect it first.")
         target_url = url or self.ctx.target.url
         if not target_url:
             raise RuntimeError("No target configured: call 'Configure Target' (or 'Set Up Apex Target') first.")
@@ -152,19 +300,19 @@ class ConnectionKeywords(LibraryComponent):
         limit = seconds(timeout) or 10.0
 
         async def _open() -> Session:
-            session = Session(alias, target_url, self.ctx.history, headers=handshake, token=token_value)
+            session = Session(connection, target_url, self.ctx.history, headers=handshake, token=token_value)
             await session.open(limit)
             return session
 
         try:
-            session = self.ctx.run(_open(), limit, f"Connecting '{alias}' to {target_url}")
+            session = self.ctx.run(_open(), limit, f"Connecting '{connection}' to {target_url}")
         except SessionError as error:
             raise AssertionError(str(error)) from None
-        self.ctx.sessions[alias] = session
-        self.ctx.current = alias
+        self.ctx.sessions[connection] = session
+        self.ctx.current = connection
         self.ctx.owners.append(Owned(self.ctx.scope, session))
-        logger.info(f"Connected '{alias}' to {target_url}.")
-        return alias
+        logger.info(f"Connected '{connection}' to {target_url}.")
+        return connection
 
     def _token_for(self, *, same_user_as: str | None, admin: bool, token: Secret | None) -> str | None:
         if token is not None:
@@ -178,7 +326,7 @@ class ConnectionKeywords(LibraryComponent):
         return self._new_user_token()
 
     @keyword(tags=("connection",))
-    def disconnect(self, alias: str | None = None, timeout: timedelta = timedelta(seconds=5)) -> None:
+    def disconnect(self, connection: str | None = None, timeout: timedelta = timedelta(seconds=5)) -> None:
         """Closes a connection cleanly (close frame and handshake). Default: the current one.
 
         Closing a connection that is already closed does nothing.
@@ -186,13 +334,13 @@ class ConnectionKeywords(LibraryComponent):
         | Disconnect
         | Disconnect    alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         limit = seconds(timeout) or 5.0
         self.ctx.run(session.close(limit), limit, f"Closing '{session.alias}'")
         logger.info(f"Disconnected '{session.alias}'.")
 
     @keyword(tags=("connection",))
-    def drop_connection(self, alias: str | None = None) -> None:
+    def drop_connection(self, connection: str | None = None) -> None:
         """Drops a connection abruptly: the TCP connection is aborted with no close frame.
 
         The server sees the connection vanish, as on a network failure. Use `Reconnect` to
@@ -200,20 +348,20 @@ class ConnectionKeywords(LibraryComponent):
 
         | Drop Connection
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         self.ctx.run(session.drop(), 5.0, f"Dropping '{session.alias}'")
         logger.info(f"Dropped '{session.alias}' (no close frame).")
 
     @keyword(tags=("connection",))
-    def reconnect(self, alias: str | None = None, timeout: timedelta = timedelta(seconds=10)) -> float:
-        """Reconnects ``alias`` as the same user and returns the reconnect time in seconds.
+    def reconnect(self, connection: str | None = None, timeout: timedelta = timedelta(seconds=10)) -> float:
+        """Reconnects ``connection`` as the same user and returns the reconnect time in seconds.
 
         An open connection is closed cleanly first. The time is measured from the start of
         the new connection attempt to the completed WebSocket handshake.
 
         | ${seconds} =    Reconnect    alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         limit = seconds(timeout) or 10.0
 
         async def _again() -> float:
@@ -230,27 +378,27 @@ class ConnectionKeywords(LibraryComponent):
         return elapsed
 
     @keyword(tags=("connection",))
-    def switch_connection(self, alias: str) -> str:
-        """Makes ``alias`` the current connection and returns the previous alias.
+    def switch_connection(self, connection: str) -> str:
+        """Makes ``connection`` the current connection and returns the name of the previous one.
 
         | ${previous} =    Switch Connection    bob
         """
-        self.ctx.session(alias)
-        previous, self.ctx.current = self.ctx.current, alias
+        self.ctx.session(connection)
+        previous, self.ctx.current = self.ctx.current, connection
         return previous or ""
 
     @keyword(tags=("connection",))
-    def connection_should_be_open(self, alias: str | None = None) -> None:
+    def connection_should_be_open(self, connection: str | None = None) -> None:
         """Fails if the connection has closed, naming the close code and reason.
 
         | Connection Should Be Open    alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         if not session.is_open:
             raise AssertionError(session.closed_description("checking that it is open"))
 
     @keyword(tags=("connection",))
-    def get_session_info(self, alias: str | None = None, timeout: timedelta = timedelta(seconds=5)) -> dict[str, Any]:
+    def get_session_info(self, connection: str | None = None, timeout: timedelta = timedelta(seconds=5)) -> dict[str, Any]:
         """Waits for the server's ``session_started`` frame and returns it (user id, resumed, queued).
 
         Fails after ``timeout`` when the server sends none (it is optional in the protocol).
@@ -258,7 +406,7 @@ class ConnectionKeywords(LibraryComponent):
         | ${info} =    Get Session Info
         | Should Be Equal    ${info}[resumed]    ${False}
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         limit = seconds(timeout) or 5.0
         self.ctx.run(
             session.wait_until(lambda: session.session_started is not None, limit, lambda: "waiting for session_started"),
@@ -272,7 +420,7 @@ class ConnectionKeywords(LibraryComponent):
     @keyword(tags=("connection", "health"))
     def start_connection_monitor(
         self,
-        alias: str | None = None,
+        connection: str | None = None,
         interval: timedelta = timedelta(seconds=1),
         timeout: timedelta = timedelta(seconds=5),
     ) -> None:
@@ -283,41 +431,59 @@ class ConnectionKeywords(LibraryComponent):
 
         | Start Connection Monitor    interval=500ms
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         self.ctx.loop.call(session.start_monitor, seconds(interval) or 1.0, seconds(timeout) or 5.0)
 
-    @keyword(tags=("connection", "health"))
-    def get_connection_health(self, alias: str | None = None) -> dict[str, Any]:
-        """Returns the monitor's figures: pings, pongs, missed, mean and max round-trip (s), disconnections.
+    @keyword(tags=("connection", "health", "measure"))
+    def get_connection_health(
+        self,
+        figure: HealthFigure,
+        operator: AssertionOperator | None = None,
+        expected: Any = None,
+        *,
+        connection: str | None = None,
+    ) -> Any:
+        """Returns a figure of the connection monitor (`Start Connection Monitor`), optionally asserting it.
 
-        ``disconnections`` counts closes this library did not ask for (server close, network).
+        ``figure`` is ``pings`` (sent), ``pongs`` (answered), ``missed pings`` (not answered
+        within the monitor's timeout), ``mean round trip`` or ``max round trip`` (seconds;
+        thresholds accept Robot times). Closes the library did not ask for are counted by
+        `Get Disconnection Count`.
 
-        | ${health} =    Get Connection Health
-        | Should Be Equal As Integers    ${health}[missed]    0
+        | Get Connection Health    missed pings    ==    0
+        | Get Connection Health    max round trip    <    100 ms    connection=alice
+        | ${pings} =    Get Connection Health    pings
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         health = session.health
-        return {
-            "open": session.is_open,
-            "pings": health.pings,
-            "pongs": health.pongs,
-            "missed": health.missed,
-            "mean_rtt_s": round(health.mean_rtt_s, 6),
-            "max_rtt_s": round(health.max_rtt_s, 6),
-            "disconnections": session.unexpected_closes,
+        values = {
+            HealthFigure.pings: health.pings,
+            HealthFigure.pongs: health.pongs,
+            HealthFigure.missed_pings: health.missed,
+            HealthFigure.mean_round_trip: round(health.mean_rtt_s, 6),
+            HealthFigure.max_round_trip: round(health.max_rtt_s, 6),
         }
+        unit = "s" if figure in (HealthFigure.mean_round_trip, HealthFigure.max_round_trip) else "count"
+        return self.ctx.check(
+            f"health {figure.value.replace('_', ' ')}",
+            values[figure],
+            operator,
+            expected,
+            unit=unit,
+            message=f"{health.missed} of {health.pings} pings unanswered on '{session.alias}'",
+        )
 
     @keyword(tags=("connection", "health", "measure"))
     def get_disconnection_count(
-        self, operator: AssertionOperator | None = None, expected: Any = None, *, alias: str | None = None
+        self, operator: AssertionOperator | None = None, expected: Any = None, *, connection: str | None = None
     ) -> int:
         """Returns how many connections closed without this library asking, optionally asserting it.
 
-        Counts every connection when ``alias`` is not given. A connection that is closed
+        Counts every connection when ``connection`` is not given. A connection that is closed
         right now without having been closed by the library also counts.
 
         | Get Disconnection Count    ==    0
         """
-        sessions = [self.ctx.session(alias)] if alias else list(self.ctx.sessions.values())
+        sessions = [self.ctx.session(connection)] if connection else list(self.ctx.sessions.values())
         count = sum(s.unexpected_closes for s in sessions)
         return self.ctx.check("disconnections", count, operator, expected, unit="count")

@@ -1,7 +1,9 @@
 """Keywords for the offline queue: push to a user, reconnect, wait for and check the deliveries.
 
-Pushes go from an admin connection (alias ``admin`` unless ``via`` names another; opened on
-first use with the admin token). Messages are named by *labels*: the label is the pushed
+``user`` names the user a push is for (or whose offline queue is meant) by one of its
+connections, open or closed (``alice``); ``connection`` names the connection deliveries arrive
+on (default: the current one); ``pusher`` is the admin connection a push goes from (default
+``admin``, opened on first use with the admin token). Messages are named by *labels*: the label is the pushed
 ``content`` and names the message in every failure, and ``LABEL:PRIORITY`` sets its priority
 (``H1:high``). Deliveries are the frames the user receives with a ``delivery_id``; they are
 acknowledged automatically unless `Set Automatic Acknowledgement` turned that off.
@@ -46,8 +48,8 @@ class OfflineQueueKeywords(LibraryComponent):
     def _events(self) -> list[Event]:
         return self.ctx.history.snapshot(self.ctx.test_mark)
 
-    def _user_id(self, to: str) -> str:
-        session = self.ctx.session(to)
+    def _user_id(self, user: str) -> str:
+        session = self.ctx.session(user)
         if session.user_id is None and session.is_open:
             self.ctx.run(
                 session.wait_until(lambda: session.session_started is not None, 5.0, lambda: "waiting for session_started"),
@@ -56,29 +58,29 @@ class OfflineQueueKeywords(LibraryComponent):
             )
         if session.user_id is None:
             raise SkipExecution(
-                f"Cannot address a push to '{to}': the server sent no session_started with a user_id on that "
+                f"Cannot address a push to '{user}': the server sent no session_started with a user_id on that "
                 "connection, so the user's id is unknown."
             )
         return session.user_id
 
-    def _admin(self, via: str | None) -> Session:
-        alias = via or ADMIN_ALIAS
-        session = self.ctx.sessions.get(alias)
+    def _admin(self, pusher: str | None) -> Session:
+        connection = pusher or ADMIN_ALIAS
+        session = self.ctx.sessions.get(connection)
         if session is not None and session.is_open:
             return session
-        if via is not None:
-            raise RuntimeError(f"The pushing connection '{via}' is not open.")
+        if pusher is not None:
+            raise RuntimeError(f"The pushing connection '{pusher}' is not open.")
         current = self.ctx.current
         self._connections.connect(ADMIN_ALIAS, admin=True)
         self.ctx.current = current
         logger.info("Opened the admin connection 'admin' to push (closed when this test or suite ends).")
         return self.ctx.sessions[ADMIN_ALIAS]
 
-    def _open_pusher(self, alias: str) -> Session:
+    def _open_pusher(self, connection: str) -> Session:
         current = self.ctx.current
-        self._connections.connect(alias, admin=True)
+        self._connections.connect(connection, admin=True)
         self.ctx.current = current
-        return self.ctx.sessions[alias]
+        return self.ctx.sessions[connection]
 
     def _push_frame(self, user_id: str, text: str, default_priority: str, ttl: timedelta | None) -> dict[str, Any]:
         label, priority = offline.parse_label(text, default_priority)
@@ -128,36 +130,36 @@ class OfflineQueueKeywords(LibraryComponent):
             )
         return results
 
-    def _pushes(self, to: str) -> list[offline.Push]:
-        return offline.pushes_to(self._events(), self._user_id(to))
+    def _pushes(self, user: str) -> list[offline.Push]:
+        return offline.pushes_to(self._events(), self._user_id(user))
 
-    def _deliveries(self, alias: str | None, current_pass: bool = False) -> list[offline.Delivery]:
-        session = self.ctx.session(alias)
+    def _deliveries(self, connection: str | None, current_pass: bool = False) -> list[offline.Delivery]:
+        session = self.ctx.session(connection)
         since = session.epoch_mark if current_pass else max(self.ctx.test_mark, session.first_mark)
         return offline.deliveries_on(self.ctx.history.snapshot(since), session.alias)
 
-    def _queue_state_of(self, to: str, via: str | None = None) -> dict[str, Any]:
+    def _queue_state_of(self, user: str, pusher: str | None = None) -> dict[str, Any]:
         """The user's queue state: on its own connection when open, else read by an admin."""
-        session = self.ctx.session(to)
+        session = self.ctx.session(user)
         limit = self.ctx.default_timeout
         if session.is_open:
             frame: dict[str, Any] = {"type": "get_queue_state"}
             asker = session
         else:
-            frame = {"type": "get_queue_state", "user_id": self._user_id(to)}
-            asker = self._admin(via)
+            frame = {"type": "get_queue_state", "user_id": self._user_id(user)}
+            asker = self._admin(pusher)
         try:
             state = self.ctx.run(asker.request(frame, limit), limit, "get_queue_state")
         except ServerError as error:
             if error.code in ("unsupported", "forbidden", "bad_field"):
                 raise SkipExecution(
-                    f"The server cannot show the queue state of user '{to}' while it is away ({error})."
+                    f"The server cannot show the queue state of user '{user}' while it is away ({error})."
                 ) from None
             raise RuntimeError(f"get_queue_state was refused: {error}") from None
         if "user_id" in frame and state.get("user_id") != frame["user_id"]:
             raise SkipExecution(
                 f"The server ignored user_id in get_queue_state (answered for {state.get('user_id')!r}): it cannot "
-                f"show the queue state of user '{to}' while it is away."
+                f"show the queue state of user '{user}' while it is away."
             )
         return state
 
@@ -166,20 +168,20 @@ class OfflineQueueKeywords(LibraryComponent):
     @keyword(tags=("offline", "push"))
     def push_message(
         self,
-        to: str,
+        user: str,
         label: str,
         *,
         priority: str = "normal",
         ttl: timedelta | None = None,
-        via: str | None = None,
+        pusher: str | None = None,
     ) -> dict[str, Any]:
-        """Pushes one message to the user of connection ``to`` and returns the server's ``push_result``.
+        """Pushes one message to ``user`` and returns the server's ``push_result``.
 
         ``label`` is the message's content and its name in every report; a final
         ``:PRIORITY`` (``H1:high``, ``Report ready:critical``) overrides ``priority``
         (``critical``, ``high``, ``normal``, ``low``); a colon followed by a space or digits
         (``Note: meet at 10:30``) is just text. ``ttl`` overrides
-        the user's offline TTL for this message. The push goes from connection ``via``
+        the user's offline TTL for this message. The push goes from connection ``pusher``
         (default: the ``admin`` connection, opened with the admin token on first use). The
         result's ``status`` is ``delivered`` (the user is online), ``queued``, ``dropped`` or
         ``rejected``; an eviction is named in ``evicted_message_id``. A server without
@@ -190,19 +192,19 @@ class OfflineQueueKeywords(LibraryComponent):
         | ${result} =    Push Message    alice    Hello
         | Push Message    alice    C1:critical    ttl=30 s
         """
-        return self._push_labels(to, [label], priority, ttl, via, 0.0)[0]
+        return self._push_labels(user, [label], priority, ttl, pusher, 0.0)[0]
 
     @keyword(tags=("offline", "push"))
     def push_messages(
         self,
-        to: str,
+        user: str,
         *labels: str,
         priority: str = "normal",
         ttl: timedelta | None = None,
         interval: timedelta = timedelta(0),
-        via: str | None = None,
+        pusher: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Pushes one message per label to the user of connection ``to``, in order; returns the results.
+        """Pushes one message per label to ``user``, in order; returns the results.
 
         Each push waits for its ``push_result`` before the next is sent, then ``interval``.
         Labels may be separate arguments or one space-separated cell, each ``LABEL`` or
@@ -214,27 +216,27 @@ class OfflineQueueKeywords(LibraryComponent):
         texts = offline.split_labels(labels)
         if not texts:
             raise ValueError("Push Messages needs at least one label.")
-        return self._push_labels(to, texts, priority, ttl, via, seconds(interval) or 0.0)
+        return self._push_labels(user, texts, priority, ttl, pusher, seconds(interval) or 0.0)
 
     def _push_labels(
-        self, to: str, texts: list[str], priority: str, ttl: timedelta | None, via: str | None, interval: float
+        self, user: str, texts: list[str], priority: str, ttl: timedelta | None, pusher: str | None, interval: float
     ) -> list[dict[str, Any]]:
         if priority not in offline.RANK:
             raise ValueError(f"Unknown priority '{priority}': use one of {', '.join(offline.PRIORITIES)}.")
-        user_id = self._user_id(to)
+        user_id = self._user_id(user)
         frames = [self._push_frame(user_id, text, priority, ttl) for text in texts]
-        return self._send_pushes([(self._admin(via), frames)], interval)
+        return self._send_pushes([(self._admin(pusher), frames)], interval)
 
     @keyword(tags=("offline", "push"))
     def push_numbered_messages(
         self,
-        to: str,
+        user: str,
         count: int,
         *,
         prefix: str = "M",
         priority: str = "normal",
         ttl: timedelta | None = None,
-        via: str | None = None,
+        pusher: str | None = None,
     ) -> list[dict[str, Any]]:
         """Pushes ``count`` messages labelled ``<prefix>1`` … ``<prefix><count>``; returns the results.
 
@@ -243,14 +245,14 @@ class OfflineQueueKeywords(LibraryComponent):
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}.")
         return self.push_messages(
-            to, *[f"{prefix}{n}" for n in range(1, count + 1)], priority=priority, ttl=ttl, via=via
+            user, *[f"{prefix}{n}" for n in range(1, count + 1)], priority=priority, ttl=ttl, pusher=pusher
         )
 
     @keyword(tags=("offline", "push", "concurrency"))
     def push_from_several_pushers(
-        self, to: str, *counts: int, interval: timedelta = timedelta(milliseconds=5), priority: str = "normal"
+        self, user: str, *counts: int, interval: timedelta = timedelta(milliseconds=5), priority: str = "normal"
     ) -> list[dict[str, Any]]:
-        """Pushes from one admin connection per count, all at once, to the user of connection ``to``.
+        """Pushes from one admin connection per count, all at once, to ``user``.
 
         Pusher *i* (connection ``pusher-<i>``) pushes ``counts[i]`` messages labelled
         ``P<i>.1``, ``P<i>.2`` …, each after the previous one's result and ``interval``, while
@@ -261,7 +263,7 @@ class OfflineQueueKeywords(LibraryComponent):
         """
         if not counts or any(int(c) < 1 for c in counts):
             raise ValueError(f"Give one positive count per pusher, got {list(counts)}.")
-        user_id = self._user_id(to)
+        user_id = self._user_id(user)
         plan = []
         for i, count in enumerate(counts, start=1):
             session = self._open_pusher(f"pusher-{i}")
@@ -270,19 +272,19 @@ class OfflineQueueKeywords(LibraryComponent):
         return self._send_pushes(plan, seconds(interval) or 0.0)
 
     @keyword(tags=("offline", "push"))
-    def get_push_results(self, to: str) -> list[dict[str, Any]]:
-        """Returns every push to the user of ``to`` in this test, in push order, with its outcome.
+    def get_push_results(self, user: str) -> list[dict[str, Any]]:
+        """Returns every push to ``user`` in this test, in push order, with its outcome.
 
         Each item has ``label``, ``message_id``, ``priority``, ``pusher``, ``status``,
         ``evicted_message_id``, ``offline_size`` and ``reason``.
 
         | ${results} =    Get Push Results    alice
         """
-        return [push.as_dict() for push in self._pushes(to)]
+        return [push.as_dict() for push in self._pushes(user)]
 
     @keyword(tags=("offline", "push", "check"))
-    def push_results_should_be(self, to: str, *, dropped: str = "", rejected: str = "", message: str = "") -> None:
-        """Checks which pushes to ``to`` were dropped (or evicted) and which were rejected.
+    def push_results_should_be(self, user: str, *, dropped: str = "", rejected: str = "", message: str = "") -> None:
+        """Checks which pushes to ``user`` were dropped (or evicted) and which were rejected.
 
         ``dropped`` and ``rejected`` are space-separated labels; every other push must have
         been ``queued`` or ``delivered``. A push counts as dropped when its own result says
@@ -293,9 +295,9 @@ class OfflineQueueKeywords(LibraryComponent):
         | Push Results Should Be    alice    dropped=N1 N2
         | Push Results Should Be    alice    rejected=N4 N5    message=Policy reject must refuse
         """
-        pushes = self._pushes(to)
+        pushes = self._pushes(user)
         if not pushes:
-            raise AssertionError(f"No push to '{to}' in this test: nothing to check.")
+            raise AssertionError(f"No push to '{user}' in this test: nothing to check.")
         expected_dropped, expected_rejected = set(dropped.split()), set(rejected.split())
         evicted = {p.evicted_message_id: p for p in pushes if p.evicted_message_id}
         problems = []
@@ -324,35 +326,35 @@ class OfflineQueueKeywords(LibraryComponent):
             )
 
     @keyword(tags=("offline", "push", "measure", "resources"))
-    def get_offline_queue_peak(self, to: str, operator: AssertionOperator | None = None, expected: Any = None) -> int:
-        """Returns the most messages the server held for the user of ``to`` after any push in this test.
+    def get_offline_queue_peak(self, user: str, operator: AssertionOperator | None = None, expected: Any = None) -> int:
+        """Returns the most messages the server held for ``user`` after any push in this test.
 
         Read from each ``push_result``'s ``offline_size`` (waiting plus delivered but not yet
         acknowledged). Optionally asserts it: the queue must stay within its capacity.
 
         | Get Offline Queue Peak    alice    <=    5
         """
-        sizes = [p.offline_size for p in self._pushes(to) if p.offline_size is not None]
+        sizes = [p.offline_size for p in self._pushes(user) if p.offline_size is not None]
         if not sizes:
-            raise AssertionError(f"No push_result to '{to}' reported offline_size: there is no peak to measure.")
+            raise AssertionError(f"No push_result to '{user}' reported offline_size: there is no peak to measure.")
         return self.ctx.check("offline queue peak", max(sizes), operator, expected, unit="count")
 
     @keyword(tags=("offline", "push", "measure"))
     def get_push_rate(
-        self, operator: AssertionOperator | None = None, expected: Any = None, *, to: str | None = None
+        self, operator: AssertionOperator | None = None, expected: Any = None, *, user: str | None = None
     ) -> float:
-        """Returns pushes confirmed per second in this test (to ``to`` only, if given), optionally asserting it.
+        """Returns pushes confirmed per second in this test (to ``user`` only, if given), optionally asserting it.
 
         Measured from the first push sent to the last ``push_result`` received.
 
         | Get Push Rate    >    10
         """
         events = self._events()
-        if to is not None:
-            pushes = offline.pushes_to(events, self._user_id(to))
+        if user is not None:
+            pushes = offline.pushes_to(events, self._user_id(user))
         else:
             users = {e.frame.get("to_user") for e in events if e.type == "push" and e.direction == "sent"}
-            pushes = [p for user in users if isinstance(user, str) for p in offline.pushes_to(events, user)]
+            pushes = [p for uid in users if isinstance(uid, str) for p in offline.pushes_to(events, uid)]
         done = [p for p in pushes if p.result_ns is not None]
         if not done:
             raise AssertionError("No push got a result in this test: there is no push rate.")
@@ -365,7 +367,7 @@ class OfflineQueueKeywords(LibraryComponent):
     # -- receiving ---------------------------------------------------------------------------
 
     @keyword(tags=("offline", "delivery"))
-    def set_automatic_acknowledgement(self, enabled: bool, alias: str | None = None) -> None:
+    def set_automatic_acknowledgement(self, enabled: bool, connection: str | None = None) -> None:
         """Turns automatic acknowledgement of deliveries on (the default) or off for a connection.
 
         With it off, deliveries are not acknowledged until `Acknowledge Deliveries`, so the
@@ -374,19 +376,19 @@ class OfflineQueueKeywords(LibraryComponent):
 
         | Set Automatic Acknowledgement    ${False}    alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         session.auto_ack = bool(enabled)
         logger.info(f"Automatic acknowledgement on '{session.alias}': {'on' if enabled else 'off'}.")
 
     @keyword(tags=("offline", "delivery"))
-    def acknowledge_deliveries(self, *delivery_ids: str, alias: str | None = None) -> int:
+    def acknowledge_deliveries(self, *delivery_ids: str, connection: str | None = None) -> int:
         """Acknowledges deliveries on a connection and returns how many ids were sent in the ``ack``.
 
         Without ids, every delivery received on the connection and not yet acknowledged.
 
-        | Acknowledge Deliveries    alias=alice
+        | Acknowledge Deliveries    connection=alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         ids = list(delivery_ids) if delivery_ids else None
         sent = self.ctx.run(session.acknowledge(ids), self.ctx.default_timeout, "Sending ack")
         logger.info(f"Acknowledged {len(sent)} deliveries on '{session.alias}'.")
@@ -394,7 +396,7 @@ class OfflineQueueKeywords(LibraryComponent):
 
     @keyword(tags=("offline", "delivery", "wait"))
     def wait_for_queued_deliveries(
-        self, alias: str | None = None, *, count: int | None = None, timeout: timedelta | None = None
+        self, connection: str | None = None, *, count: int | None = None, timeout: timedelta | None = None
     ) -> list[dict[str, Any]]:
         """Waits until ``count`` distinct queued messages arrived since the connection last (re)connected.
 
@@ -407,7 +409,7 @@ class OfflineQueueKeywords(LibraryComponent):
         | Reconnect    alice
         | ${deliveries} =    Wait For Queued Deliveries    alice    count=3
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         limit = self._timeout(timeout)
         if count is None:
             self.ctx.run(
@@ -453,7 +455,7 @@ class OfflineQueueKeywords(LibraryComponent):
 
     @keyword(tags=("offline", "delivery", "check", "wait"))
     def unacknowledged_deliveries_should_be_redelivered(
-        self, alias: str | None = None, *, timeout: timedelta | None = None
+        self, connection: str | None = None, *, timeout: timedelta | None = None
     ) -> int:
         """Checks at-least-once delivery: what was delivered but not acknowledged before the last connection ended comes again.
 
@@ -465,7 +467,7 @@ class OfflineQueueKeywords(LibraryComponent):
 
         | Unacknowledged Deliveries Should Be Redelivered    alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         owed = list(session.unacked_before)
         if not owed:
             raise AssertionError(
@@ -497,25 +499,25 @@ class OfflineQueueKeywords(LibraryComponent):
         return len(owed)
 
     @keyword(tags=("offline", "delivery"))
-    def get_queued_deliveries(self, alias: str | None = None, *, whole_test: bool = False) -> list[dict[str, Any]]:
+    def get_queued_deliveries(self, connection: str | None = None, *, whole_test: bool = False) -> list[dict[str, Any]]:
         """Returns the deliveries received since the connection last (re)connected, one per ``delivery_id``.
 
         ``whole_test=True`` returns every delivery of this test instead (still one per id).
 
         | ${deliveries} =    Get Queued Deliveries    alice
         """
-        return [d.as_dict() for d in offline.unique(self._deliveries(alias, current_pass=not whole_test))]
+        return [d.as_dict() for d in offline.unique(self._deliveries(connection, current_pass=not whole_test))]
 
     @keyword(tags=("offline", "delivery", "check"))
-    def delivered_messages_should_be(self, *labels: str, alias: str | None = None) -> None:
+    def delivered_messages_should_be(self, *labels: str, connection: str | None = None) -> None:
         """Checks the labels of the messages delivered since the last (re)connect, in order.
 
         Compares one entry per ``delivery_id``. Labels may be one space-separated cell.
 
-        | Delivered Messages Should Be    C    H1    H2    N1    N2    N3    L    alias=alice
+        | Delivered Messages Should Be    C    H1    H2    N1    N2    N3    L    connection=alice
         """
         expected = offline.split_labels(labels)
-        got = [d.label for d in offline.unique(self._deliveries(alias, current_pass=True))]
+        got = [d.label for d in offline.unique(self._deliveries(connection, current_pass=True))]
         self.ctx.measurements.append(Measurement.exact("delivered labels", " ".join(got), " ".join(expected), unit=""))
         if got != expected:
             missing = [label for label in expected if label not in got]
@@ -528,7 +530,7 @@ class OfflineQueueKeywords(LibraryComponent):
             )
 
     @keyword(tags=("offline", "delivery", "check", "ordering"))
-    def deliveries_should_follow_priority_order(self, alias: str | None = None, *, pushed_to: str | None = None) -> int:
+    def deliveries_should_follow_priority_order(self, connection: str | None = None, *, user: str | None = None) -> int:
         """Fails unless each delivery pass of this test came highest priority first, FIFO within a priority.
 
         FIFO is per pusher (concurrent pushers have no order between them). The failure names
@@ -537,16 +539,16 @@ class OfflineQueueKeywords(LibraryComponent):
 
         | Deliveries Should Follow Priority Order    alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         deliveries = self._deliveries(session.alias)
-        pushes = self._pushes(pushed_to or session.alias)
+        pushes = self._pushes(user or session.alias)
         result = offline.priority_order(deliveries, pushes)
         if result.checked == 0:
             result.problems.append(f"no delivery on '{session.alias}' to check")
         return self._enforce(result)
 
     @keyword(tags=("offline", "delivery", "check", "idempotency"))
-    def deliveries_should_have_no_duplicates(self, alias: str | None = None) -> int:
+    def deliveries_should_have_no_duplicates(self, connection: str | None = None) -> int:
         """Fails if a queued message arrived twice in one delivery pass, or again without ``redelivered: true``.
 
         Also fails when one message arrives under two ``delivery_id`` values. Returns how many
@@ -554,31 +556,31 @@ class OfflineQueueKeywords(LibraryComponent):
 
         | Deliveries Should Have No Duplicates    alice
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         result = offline.no_duplicate_deliveries(self._deliveries(session.alias))
         if result.checked == 0:
             result.problems.append(f"no delivery on '{session.alias}' to check")
         return self._enforce(result)
 
     @keyword(tags=("offline", "check", "overflow"))
-    def evictions_should_respect_priority(self, to: str) -> int:
+    def evictions_should_respect_priority(self, user: str) -> int:
         """Fails if overflow evicted a message while a lower-priority one was queued (or incoming).
 
-        Replays this test's pushes to the (offline) user of ``to``. Returns how many
+        Replays this test's pushes to ``user`` (while away). Returns how many
         evictions were checked; fails if there were none (nothing was tested).
 
         | Evictions Should Respect Priority    alice
         """
-        result = offline.evictions_respect_priority(self._pushes(to))
+        result = offline.evictions_respect_priority(self._pushes(user))
         if result.checked == 0:
-            result.problems.append(f"no push to '{to}' evicted anything")
+            result.problems.append(f"no push to '{user}' evicted anything")
         return self._enforce(result)
 
     @keyword(tags=("offline", "check", "loss"))
     def offline_messages_should_be_accounted_for(
-        self, to: str, *, tolerance: timedelta = timedelta(milliseconds=250), via: str | None = None
+        self, user: str, *, tolerance: timedelta = timedelta(milliseconds=250), pusher: str | None = None
     ) -> dict[str, int]:
-        """Checks pushed = delivered + dropped + rejected + expired for the user of ``to``, naming what is missing.
+        """Checks pushed = delivered + dropped + rejected + expired for ``user``, naming what is missing.
 
         Call it after the user reconnected and received its deliveries. A push counts as
         expired only if its TTL (the push's ``ttl``, else the user's ``offline_ttl_s``) had
@@ -588,12 +590,12 @@ class OfflineQueueKeywords(LibraryComponent):
 
         | Offline Messages Should Be Accounted For    alice
         """
-        session = self.ctx.session(to)
+        session = self.ctx.session(user)
         events = self._events()
-        pushes = offline.pushes_to(events, self._user_id(to))
+        pushes = offline.pushes_to(events, self._user_id(user))
         if not pushes:
-            raise AssertionError(f"No push to '{to}' in this test: nothing to account for.")
-        state = self._queue_state_of(to, via)
+            raise AssertionError(f"No push to '{user}' in this test: nothing to account for.")
+        state = self._queue_state_of(user, pusher)
         expired_total = state.get("offline_expired_total")
         ttl = state.get("offline_ttl_s")
         books = offline.account(
@@ -620,7 +622,7 @@ class OfflineQueueKeywords(LibraryComponent):
         operator: AssertionOperator | None = None,
         expected: Any = None,
         *,
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> float:
         """Returns a statistic of this test's reconnect times in seconds, optionally asserting it.
 
@@ -633,7 +635,7 @@ class OfflineQueueKeywords(LibraryComponent):
         times = [
             int(e.frame.get("handshake_ns", 0))
             for e in self._events()
-            if e.direction == "connection" and e.type == "reconnected" and (alias is None or e.connection == alias)
+            if e.direction == "connection" and e.type == "reconnected" and (connection is None or e.connection == connection)
         ]
         if not times:
             raise AssertionError("No reconnect in this test: there is no reconnect time.")
@@ -645,13 +647,13 @@ class OfflineQueueKeywords(LibraryComponent):
 
     @keyword(tags=("offline", "delivery", "measure"))
     def get_delivery_time(
-        self, operator: AssertionOperator | None = None, expected: Any = None, *, alias: str | None = None
+        self, operator: AssertionOperator | None = None, expected: Any = None, *, connection: str | None = None
     ) -> float:
         """Returns seconds from the start of the last (re)connect to the last queued delivery since, optionally asserting it.
 
         | Get Delivery Time    <    1 s
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         deliveries = offline.unique(self._deliveries(session.alias, current_pass=True))
         if not deliveries:
             raise AssertionError(f"No queued delivery on '{session.alias}' since it last connected: no delivery time.")
@@ -663,14 +665,14 @@ class OfflineQueueKeywords(LibraryComponent):
     @keyword(tags=("offline", "state", "measure"))
     def get_offline_queue_state(
         self,
-        to: str,
+        user: str,
         field: str | None = None,
         operator: AssertionOperator | None = None,
         expected: Any = None,
         *,
-        via: str | None = None,
+        pusher: str | None = None,
     ) -> Any:
-        """Returns the queue state of the user of ``to`` (or one field), optionally asserting the field.
+        """Returns the queue state of ``user`` (or one field), optionally asserting the field.
 
         While the user is away it is read by the admin connection (``get_queue_state`` with
         ``user_id``); a server that cannot do that skips the test with the reason. Fields
@@ -679,7 +681,7 @@ class OfflineQueueKeywords(LibraryComponent):
 
         | Get Offline Queue State    alice    offline_size    ==    3
         """
-        state = self._queue_state_of(to, via)
+        state = self._queue_state_of(user, pusher)
         if field is None:
             return state
         value = field_value(state, field, "queue_state")
@@ -688,9 +690,9 @@ class OfflineQueueKeywords(LibraryComponent):
 
     @keyword(tags=("offline", "state", "wait"))
     def wait_until_offline_queue_holds(
-        self, to: str, count: int, *, timeout: timedelta | None = None, via: str | None = None
+        self, user: str, count: int, *, timeout: timedelta | None = None, pusher: str | None = None
     ) -> int:
-        """Waits until at least ``count`` messages wait in the offline queue of the (away) user of ``to``.
+        """Waits until at least ``count`` messages wait in the offline queue of ``user`` (while away).
 
         Polls the queue state every 50 ms; fails at ``timeout`` with the last size seen.
         Returns the size.
@@ -701,19 +703,19 @@ class OfflineQueueKeywords(LibraryComponent):
         deadline = time.monotonic() + limit
         size = None
         while True:
-            size = self._queue_state_of(to, via).get("offline_size")
+            size = self._queue_state_of(user, pusher).get("offline_size")
             if isinstance(size, int) and size >= count:
                 return size
             if time.monotonic() >= deadline:
                 raise AssertionError(
-                    f"Timed out after {limit:g} s waiting for {count} message(s) in the offline queue of '{to}' "
+                    f"Timed out after {limit:g} s waiting for {count} message(s) in the offline queue of '{user}' "
                     f"(it holds {size})."
                 )
             time.sleep(0.05)
 
     @keyword(tags=("offline", "wait"))
-    def wait_until_pushed_messages_expire(self, to: str, *labels: str, margin: timedelta = timedelta(milliseconds=250)) -> float:
-        """Lets time pass until the TTL of the named pushes (default: all pushes to ``to``) has run out.
+    def wait_until_pushed_messages_expire(self, user: str, *labels: str, margin: timedelta = timedelta(milliseconds=250)) -> float:
+        """Lets time pass until the TTL of the named pushes (default: all pushes to ``user``) has run out.
 
         The deadline is computed from each push's confirmation time and TTL (the push's
         ``ttl``, else the user's ``offline_ttl_s``) plus ``margin``: time the scenario needs to
@@ -723,12 +725,12 @@ class OfflineQueueKeywords(LibraryComponent):
         | Wait Until Pushed Messages Expire    alice    I1 I2 I3
         """
         wanted = set(offline.split_labels(labels))
-        pushes = [p for p in self._pushes(to) if not wanted or p.label in wanted]
+        pushes = [p for p in self._pushes(user) if not wanted or p.label in wanted]
         if not pushes:
-            raise AssertionError(f"No push to '{to}' labelled {', '.join(sorted(wanted)) or 'anything'} in this test.")
+            raise AssertionError(f"No push to '{user}' labelled {', '.join(sorted(wanted)) or 'anything'} in this test.")
         default_ttl = None
         if any(p.ttl_s is None for p in pushes):
-            ttl = self._queue_state_of(to).get("offline_ttl_s")
+            ttl = self._queue_state_of(user).get("offline_ttl_s")
             default_ttl = float(ttl) if isinstance(ttl, (int, float)) else None
             if default_ttl is None:
                 raise AssertionError("The server did not report offline_ttl_s: push with ttl= to know when messages expire.")

@@ -56,7 +56,7 @@ class FaultProxyKeywords(LibraryComponent):
 
         With ``route`` (the default) every connection opened afterwards (`Connect`, `Run
         Load`, pushers) goes through the proxy, until it stops; with ``route=False`` connect
-        a single alias through it with ``Connect    alias    url=${proxy_url}``.
+        a single connection through it with ``Connect    alice    url=${proxy_url}``.
 
         ``faults`` are standing faults for the whole life of the proxy, by name (each item may
         be a comma-separated list, ``NAME=VALUE`` sets the number):
@@ -138,7 +138,7 @@ class FaultProxyKeywords(LibraryComponent):
         """Delays every frame going ``direction`` by ``delay`` ± ``jitter`` (uniform), keeping their order.
 
         ``direction`` is ``to_client`` (server frames), ``to_server`` or ``both``.
-        ``connection`` limits it to one alias (default: every connection through the proxy,
+        ``connection`` limits it to one connection (default: every connection through the proxy,
         including later ones). A zero ``delay`` removes the latency. ``starting_in`` injects it
         that long from now, while the test goes on (for example during `Run Load`).
 
@@ -331,7 +331,7 @@ class FaultProxyKeywords(LibraryComponent):
 
         Each item has ``at_s`` (seconds since this test started), ``fault`` (``drop``,
         ``duplicate``, ``delay``, ``reorder``, ``reset``, ``partition started``, ...),
-        ``connection`` (the alias, when the connection is one of this library's) and details
+        ``connection`` (its name, when the connection is one of this library's) and details
         (the rule, the frame's type and ids).
 
         | ${faults} =    Get Injected Faults
@@ -402,39 +402,39 @@ class FaultProxyKeywords(LibraryComponent):
             raise RuntimeError(str(error)) from None
         logger.info(f"Injected: {what}{scope}.")
 
-    def _connection_id(self, alias: str | None) -> int | None:
-        """The proxied connection of ``alias`` (matched by the client's local address)."""
-        if alias is None:
+    def _connection_id(self, connection: str | None) -> int | None:
+        """The proxied connection of the library's ``connection`` (matched by the client's local address)."""
+        if connection is None:
             return None
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         proxy = self.proxy
 
         def find() -> int | None:
             if session.ws is None or not session.is_open:
                 return None
             local = session.ws.local_address
-            for connection in proxy.connections.values():
-                if connection.client_address == local:
-                    return connection.id
+            for proxied in proxy.connections.values():
+                if proxied.client_address == local:
+                    return proxied.id
             return None
 
         found = self.ctx.loop.call(find)
         if found is None:
             state = "is not open" if not session.is_open else f"connects to {session.url}, not through the fault proxy"
-            raise RuntimeError(f"Connection '{alias}' {state} (the proxy is at {proxy.url}).")
+            raise RuntimeError(f"Connection '{connection}' {state} (the proxy is at {proxy.url}).")
         return found
 
     def _namer(self):
         ctx = self.ctx
 
         def name(connection: ProxiedConnection) -> str | None:
-            """The alias of the library's connection behind ``connection`` (or ``load NAME/cN``)."""
+            """The name of the library's connection behind ``connection`` (or ``load NAME/cN``)."""
             address = connection.client_address
             if address is None:
                 return None
-            for alias, session in list(ctx.sessions.items()):
+            for name, session in list(ctx.sessions.items()):
                 if session.ws is not None and session.ws.local_address == address:
-                    return alias
+                    return name
             engine = ctx.load_engine
             for load_connection in engine.connections if engine is not None else ():
                 if load_connection.ws is not None and load_connection.ws.local_address == address:

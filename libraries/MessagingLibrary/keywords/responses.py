@@ -24,7 +24,7 @@ class ResponseKeywords(LibraryComponent):
         response_type: str = "ai_response",
         timeout: timedelta = timedelta(seconds=30),
         *,
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> int:
         """Waits until ``count`` frames of ``response_type`` arrived on the connection since the test started.
 
@@ -34,7 +34,7 @@ class ResponseKeywords(LibraryComponent):
         | Wait For Responses    20
         | Wait For Responses    9    duplicate_rejected    timeout=5 s
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         mark = self.ctx.test_mark
         limit = seconds(timeout) or 30.0
         self.ctx.run(
@@ -52,7 +52,7 @@ class ResponseKeywords(LibraryComponent):
 
     @keyword(tags=("responses", "wait"))
     def wait_until_messages_are_settled(
-        self, timeout: timedelta = timedelta(seconds=30), *, must_settle: bool = True, alias: str | None = None
+        self, timeout: timedelta = timedelta(seconds=30), *, must_settle: bool = True, connection: str | None = None
     ) -> int:
         """Waits until every ``user_message`` sent in this test got a reply for each attempt.
 
@@ -65,7 +65,7 @@ class ResponseKeywords(LibraryComponent):
         | Wait Until Messages Are Settled    timeout=20 s
         | Wait Until Messages Are Settled    5 s    must_settle=False
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         mark = self.ctx.test_mark
         attempts: dict[str, int] = {}
         for event in self.ctx.history.select(mark, direction=SENT, types="user_message", connection=session.alias):
@@ -101,33 +101,33 @@ class ResponseKeywords(LibraryComponent):
         expected: Any = None,
         *,
         message_id: str | None = None,
-        alias: str | None = None,
+        connection: str | None = None,
         message: str = "",
     ) -> int:
         """Returns how many ``response_type`` frames arrived since the test started, optionally asserting it.
 
         ``message_id`` counts only frames about that message. Counts every connection unless
-        ``alias`` is given. ``message`` is added to the failure message (say what it means).
+        ``connection`` is given. ``message`` is added to the failure message (say what it means).
 
         | Get Response Count    ai_response    ==    1    message_id=unique-message-12345
         | Get Response Count    queue_full    >    0    message=The server never signalled backpressure
         | ${full} =    Get Response Count    queue_full
         """
         events = self.ctx.history.select(
-            self.ctx.test_mark, direction=RECEIVED, types=response_type, connection=alias, message_id=message_id
+            self.ctx.test_mark, direction=RECEIVED, types=response_type, connection=connection, message_id=message_id
         )
         name = f"{response_type} count" + (f" for {message_id}" if message_id else "")
         return self.ctx.check(name, len(events), operator, expected, unit="count", message=message)
 
     @keyword(tags=("responses",))
     def get_responses(
-        self, response_type: str = "ai_response", *, message_id: str | None = None, alias: str | None = None
+        self, response_type: str = "ai_response", *, message_id: str | None = None, connection: str | None = None
     ) -> list[dict[str, Any]]:
         """Returns the frames of ``response_type`` received since the test started, in arrival order.
 
         | ${replies} =    Get Responses    duplicate_rejected
         """
         events = self.ctx.history.select(
-            self.ctx.test_mark, direction=RECEIVED, types=response_type, connection=alias, message_id=message_id
+            self.ctx.test_mark, direction=RECEIVED, types=response_type, connection=connection, message_id=message_id
         )
         return [dict(event.frame) for event in events]

@@ -74,6 +74,7 @@ class SendingKeywords(LibraryComponent):
             f"{what}: sent {report.count} in {report.duration_s:.3f} s (schedule {span:.3f} s); "
             f"lateness max {report.max_lateness_s * 1000:.1f} ms, mean {report.mean_lateness_s * 1000:.2f} ms."
         )
+        self.ctx.note_generator(report.health, what)
         return result
 
     @keyword(tags=("sending",))
@@ -87,7 +88,7 @@ class SendingKeywords(LibraryComponent):
         target_agents: list[str] | None = None,
         shared_state_key: str | None = None,
         end_of_conversation: bool = False,
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> str:
         """Sends one ``user_message`` and returns its ``message_id``.
 
@@ -98,7 +99,7 @@ class SendingKeywords(LibraryComponent):
         | ${id} =    Send Message    Hello
         | Send Message    Load customer database    m1    sequence_id=0    target_agents=${{["data"]}}
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         message_id = message_id or self.ctx.generated_id(f"msg-{self.ctx.next_id()}")
         frame = user_message(
             message_id,
@@ -123,7 +124,7 @@ class SendingKeywords(LibraryComponent):
         first: int = 0,
         priority: Priority | None = None,
         high_priority_every: int = 0,
-        alias: str | None = None,
+        connection: str | None = None,
         timeout: timedelta | None = None,
     ) -> dict[str, Any]:
         """Sends ``count`` numbered messages on an open-loop schedule, one every ``interval``.
@@ -146,7 +147,7 @@ class SendingKeywords(LibraryComponent):
             raise ValueError(f"count must be at least 1, got {count}.")
         if high_priority_every < 0:
             raise ValueError(f"high_priority_every must be 0 (off) or positive, got {high_priority_every}.")
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         step = int((seconds(interval) or 0.0) * NS)
         frames = []
         for i in range(first, first + count):
@@ -168,7 +169,7 @@ class SendingKeywords(LibraryComponent):
         messages: list[dict[str, Any]],
         interval: timedelta = timedelta(milliseconds=100),
         *,
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> dict[str, Any]:
         """Sends prepared messages in order on an open-loop schedule, one every ``interval``.
 
@@ -182,7 +183,7 @@ class SendingKeywords(LibraryComponent):
         """
         if not messages:
             raise ValueError("Send Messages needs at least one message.")
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         frames = [self._frame_from_spec(position, spec) for position, spec in enumerate(messages)]
         step = int((seconds(interval) or 0.0) * NS)
         return self._send_schedule(
@@ -224,7 +225,7 @@ class SendingKeywords(LibraryComponent):
         max_jitter: timedelta = timedelta(milliseconds=50),
         seed: int = 0,
         sequence_id: int | None = 0,
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> dict[str, Any]:
         """Sends the same message (one ``message_id``) ``count`` times with random jitter.
 
@@ -235,7 +236,7 @@ class SendingKeywords(LibraryComponent):
         """
         if count < 1:
             raise ValueError(f"count must be at least 1, got {count}.")
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         frame = user_message(message_id, content, sequence_id=sequence_id)
         offsets = jittered_offsets(count, int((seconds(max_jitter) or 0.0) * NS), seed)
         return self._send_schedule(
@@ -252,7 +253,7 @@ class SendingKeywords(LibraryComponent):
         *,
         message_id: str = "burst-{b}-msg-{m}",
         content: str = "Burst {b} message {m}",
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> dict[str, Any]:
         """Sends ``bursts`` bursts of ``burst_size`` messages on an open-loop schedule.
 
@@ -264,7 +265,7 @@ class SendingKeywords(LibraryComponent):
         """
         if bursts < 1 or burst_size < 1:
             raise ValueError(f"bursts and burst_size must be at least 1, got {bursts} and {burst_size}.")
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         step = int((seconds(interval) or 0.0) * NS)
         gap = int((seconds(pause) or 0.0) * NS)
         frames, offsets = [], []
@@ -288,7 +289,7 @@ class SendingKeywords(LibraryComponent):
         interval: timedelta = timedelta(milliseconds=200),
         check_state_after_each: bool = True,
         message_id: str = "conv-{i}",
-        alias: str | None = None,
+        connection: str | None = None,
         timeout: timedelta = timedelta(seconds=10),
     ) -> list[dict[str, Any]]:
         """Holds a conversation: sends each content in turn, ``interval`` apart, waiting for each answer.
@@ -305,7 +306,7 @@ class SendingKeywords(LibraryComponent):
         """
         if not contents:
             raise ValueError("Send Conversation needs at least one message.")
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         limit = seconds(timeout) or 10.0
         step = int((seconds(interval) or 0.0) * NS)
         mark = self.ctx.history.mark()
@@ -354,12 +355,12 @@ class SendingKeywords(LibraryComponent):
         return rows
 
     @keyword(tags=("sending",))
-    def send_raw_frame(self, text: str, alias: str | None = None) -> None:
+    def send_raw_frame(self, text: str, connection: str | None = None) -> None:
         """Sends ``text`` as one WebSocket text frame exactly as given (no JSON encoding).
 
         For protocol-robustness checks: not JSON, JSON that is not an object, unknown types.
 
         | Send Raw Frame    this is not json
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         self.ctx.run(session.send_raw(text), self.ctx.default_timeout, "Sending a raw frame")

@@ -45,9 +45,9 @@ class StateKeywords(LibraryComponent):
     """Querying and configuring the server's per-user state."""
 
     def _request(
-        self, frame: dict[str, Any], timeout: timedelta | None = None, alias: str | None = None
+        self, frame: dict[str, Any], timeout: timedelta | None = None, connection: str | None = None
     ) -> dict[str, Any]:
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         limit = self._timeout(timeout)
         try:
             return self.ctx.run(session.request(frame, limit), limit, f"{frame['type']} request")
@@ -62,10 +62,10 @@ class StateKeywords(LibraryComponent):
         field: str | None,
         operator: AssertionOperator | None,
         expected: Any,
-        alias: str | None,
+        connection: str | None,
         timeout: timedelta | None,
     ) -> Any:
-        reply = self._request({"type": request}, timeout, alias)
+        reply = self._request({"type": request}, timeout, connection)
         if field is None:
             if operator is not None:
                 raise ValueError(f"Name the field of {reply.get('type')} to assert on, for example 'message_count'.")
@@ -81,7 +81,7 @@ class StateKeywords(LibraryComponent):
         operator: AssertionOperator | None = None,
         expected: Any = None,
         *,
-        alias: str | None = None,
+        connection: str | None = None,
         timeout: timedelta | None = None,
     ) -> Any:
         """Returns the user's agent state, or one ``field`` of it, optionally asserting the field.
@@ -93,7 +93,7 @@ class StateKeywords(LibraryComponent):
         | Get Agent State    conversation_complete    ==    ${True}
         | ${state} =    Get Agent State
         """
-        return self._state_field("get_agent_state", field, operator, expected, alias, timeout)
+        return self._state_field("get_agent_state", field, operator, expected, connection, timeout)
 
     @keyword(tags=("state", "measure"))
     def get_queue_state(
@@ -102,7 +102,7 @@ class StateKeywords(LibraryComponent):
         operator: AssertionOperator | None = None,
         expected: Any = None,
         *,
-        alias: str | None = None,
+        connection: str | None = None,
         timeout: timedelta | None = None,
     ) -> Any:
         """Returns the user's inbound queue state, or one ``field`` of it, optionally asserting it.
@@ -113,7 +113,7 @@ class StateKeywords(LibraryComponent):
 
         | Get Queue State    max_queue_size_seen    <=    550
         """
-        return self._state_field("get_queue_state", field, operator, expected, alias, timeout)
+        return self._state_field("get_queue_state", field, operator, expected, connection, timeout)
 
     @keyword(tags=("state", "measure"))
     def get_server_stats(
@@ -122,22 +122,22 @@ class StateKeywords(LibraryComponent):
         operator: AssertionOperator | None = None,
         expected: Any = None,
         *,
-        alias: str | None = None,
+        connection: str | None = None,
         timeout: timedelta | None = None,
     ) -> Any:
         """Returns the server's statistics (connections, users, messages_total, rss_bytes, uptime_s).
 
         | Get Server Stats    connections    >=    1
         """
-        return self._state_field("get_server_stats", field, operator, expected, alias, timeout)
+        return self._state_field("get_server_stats", field, operator, expected, connection, timeout)
 
     @keyword(tags=("state", "agents"))
-    def get_all_agent_states(self, *, alias: str | None = None, timeout: timedelta | None = None) -> dict[str, Any]:
+    def get_all_agent_states(self, *, connection: str | None = None, timeout: timedelta | None = None) -> dict[str, Any]:
         """Returns every configured agent's state: ``{name: {messages_processed, last_processed_sequence, shared_state}}``.
 
         | ${agents} =    Get All Agent States
         """
-        return dict(self._request({"type": "get_all_agent_states"}, timeout, alias).get("agents") or {})
+        return dict(self._request({"type": "get_all_agent_states"}, timeout, connection).get("agents") or {})
 
     @keyword(tags=("state", "configuration"))
     def configure_session(
@@ -149,7 +149,7 @@ class StateKeywords(LibraryComponent):
         offline_capacity: int | None = None,
         overflow_policy: OverflowPolicy | None = None,
         offline_ttl: timedelta | None = None,
-        alias: str | None = None,
+        connection: str | None = None,
     ) -> dict[str, Any]:
         """Sets the user's test-control settings and returns the values the server put in effect.
 
@@ -172,31 +172,31 @@ class StateKeywords(LibraryComponent):
             frame["overflow_policy"] = overflow_policy.value
         if offline_ttl is not None:
             frame["offline_ttl_s"] = seconds(offline_ttl)
-        reply = self._request(frame, None, alias)
+        reply = self._request(frame, None, connection)
         effective = {k: v for k, v in reply.items() if k not in ("type", "request_id")}
         logger.info(f"Session configured: {effective}")
         return effective
 
     @keyword(tags=("state", "agents", "configuration"))
-    def configure_agents(self, *agents: str, alias: str | None = None) -> list[str]:
+    def configure_agents(self, *agents: str, connection: str | None = None) -> list[str]:
         """Configures the user's agents by name (their counters start at zero); returns the names.
 
         | Configure Agents    data    analysis    reporting
         """
         if not agents:
             raise ValueError("Configure Agents needs at least one agent name.")
-        reply = self._request({"type": "configure_agents", "agents": list(agents)}, None, alias)
+        reply = self._request({"type": "configure_agents", "agents": list(agents)}, None, connection)
         return list(reply.get("agents") or agents)
 
     @keyword(tags=("state", "agents", "check"))
-    def agent_processed_counts_should_be(self, alias: str | None = None, **expected: int) -> None:
+    def agent_processed_counts_should_be(self, connection: str | None = None, **expected: int) -> None:
         """Checks each named agent's ``messages_processed``; fails listing every agent that differs.
 
         | Agent Processed Counts Should Be    data=2    analysis=3    reporting=2
         """
         if not expected:
             raise ValueError("Give at least one agent=count pair.")
-        agents = self.get_all_agent_states(alias=alias)
+        agents = self.get_all_agent_states(connection=connection)
         wrong = []
         for name, count in expected.items():
             got = (agents.get(name) or {}).get("messages_processed")
@@ -207,14 +207,14 @@ class StateKeywords(LibraryComponent):
             raise AssertionError("Agent processed counts differ: " + "; ".join(wrong) + ".")
 
     @keyword(tags=("state", "agents", "check"))
-    def shared_state_should_agree_across_agents(self, alias: str | None = None) -> int:
+    def shared_state_should_agree_across_agents(self, connection: str | None = None) -> int:
         """Checks that every shared-state key held by several agents has the same value in each.
 
         Fails naming the key and each agent's value. Returns how many keys were compared.
 
         | Shared State Should Agree Across Agents
         """
-        agents = self.get_all_agent_states(alias=alias)
+        agents = self.get_all_agent_states(connection=connection)
         values: dict[str, dict[str, Any]] = {}
         for name, state in agents.items():
             for key, value in ((state or {}).get("shared_state") or {}).items():
@@ -261,13 +261,13 @@ class StateKeywords(LibraryComponent):
         return checked
 
     @keyword(tags=("state", "check"))
-    def agent_state_should_not_be_corrupted(self, alias: str | None = None) -> None:
+    def agent_state_should_not_be_corrupted(self, connection: str | None = None) -> None:
         """Fails if the server reports its own agent-state invariants broken (``corrupted``).
 
         | Agent State Should Not Be Corrupted
         """
-        state = self._request({"type": "get_agent_state"}, None, alias)
-        agents = self._request({"type": "get_all_agent_states"}, None, alias)
+        state = self._request({"type": "get_agent_state"}, None, connection)
+        agents = self._request({"type": "get_all_agent_states"}, None, connection)
         if state.get("corrupted") or agents.get("corrupted"):
             raise AssertionError(
                 f"Server reports corrupted state: agent_state.corrupted={state.get('corrupted')}, "
@@ -276,13 +276,13 @@ class StateKeywords(LibraryComponent):
 
     @keyword(tags=("state", "measure"))
     def probe_latency(
-        self, count: int = 5, *, alias: str | None = None, timeout: timedelta | None = None
+        self, count: int = 5, *, connection: str | None = None, timeout: timedelta | None = None
     ) -> dict[str, float]:
         """Sends ``count`` latency probes one after another; returns round-trip min/mean/max in seconds.
 
         | ${rtt} =    Probe Latency    10
         """
-        session = self.ctx.session(alias)
+        session = self.ctx.session(connection)
         limit = self._timeout(timeout)
         rtts = []
         for n in range(count):
