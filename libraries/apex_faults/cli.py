@@ -1,4 +1,20 @@
-"""``apex-faults``: run the suites once per fault mode and write the fault matrix."""
+"""``apex-faults``: run the suites once per fault mode and write the fault matrix.
+
+Exit codes (also in ``--help``):
+
+- 0: the baselines are green and every guarded fault row is caught (or caught+collateral);
+- 1: a baseline is red, a guarded row is missed, wrong-reason or gap, a run timed out or
+  crashed; with ``--strict`` also a caught+collateral row;
+- 2: usage error: an unknown suite or fault, a missing file, or a selection that runs no cell
+  (``--suite 2 --fault reorder``: reorder is guarded on suites 1 and 3 only), said in one line;
+- 3: nothing failed, but a row is inconclusive: a scenario deciding it could not be judged
+  (the load generator fell behind its schedule), also when run a second time;
+- 130 / 143: interrupted by SIGINT / SIGTERM; every robot process group was killed, no report.
+
+Every robot the matrix starts is in a process group of its own and gets SIGTERM when this
+process dies (``apex_faults.processes``); a timeout, SIGINT or SIGTERM ends each group
+(SIGTERM, then SIGKILL) and waits until it is gone.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +31,13 @@ from pathlib import Path
 from types import FrameType
 
 from .catalogue import CATALOGUE, LAYERS, Catalogue, FaultMode, Suite, rows_of_layer
-from .report import summary_line, write_report
+from .report import rerun_text, reruns, summary_line, write_report
 from .runner import (
     CAUGHT,
+    EXIT_USAGE,
     GREEN,
     NA,
+    Cell,
     Matrix,
     Project,
     RunRobot,
@@ -46,14 +64,25 @@ verdicts:
   missed               a guarding scenario did not fail (passed, skipped or did not run)
   wrong-reason         a guarding scenario failed, but without its expected message
   gap                  no scenario failed at all: the fault went unnoticed
+  inconclusive         a deciding scenario (a guarded one, or any in a baseline) ended SKIP
+                       with the tag inconclusive (the load generator fell behind its schedule)
+                       and again when re-run once: not caught, not green
   n/a                  a mock fault while the target is not the built-in mock (a --variablefile
                        such as resources/variables/staging.py sets APEX_TARGET to another server)
 
+re-runs:
+  A test that ends inconclusive is run once more (only the inconclusive tests of the cell, with
+  robot --test, same fault, into <cell>/rerun/); its second outcome counts. The report lists
+  every re-run.
+
 exit codes:
-  0  the baselines are green and every guarded fault row is caught (or caught+collateral)
-  1  a baseline is red, a guarded row is missed, wrong-reason or gap, a run timed out or
-     crashed; with --strict also a caught+collateral row
-  2  usage error (unknown suite or fault, missing file)
+  0    the baselines are green and every guarded fault row is caught (or caught+collateral)
+  1    a baseline is red, a guarded row is missed, wrong-reason or gap, a run timed out or
+       crashed; with --strict also a caught+collateral row
+  2    usage error (unknown suite or fault, missing file), or a selection that runs no cell
+       (a fault not guarded on the selected suites: add --everywhere)
+  3    nothing of exit code 1, but a row is inconclusive after its re-run
+  130  interrupted (SIGINT); 143 terminated (SIGTERM): robot process groups killed, no report
 """
 
 
@@ -192,11 +221,13 @@ def _sigterm_raises() -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set in the main thread
         return
-    previous = signal.signal(signal.SIGTERM, _exit)
+    caught = (signal.SIGTERM, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, _exit) for signum in caught}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _print(line: str) -> None:
@@ -206,6 +237,8 @@ def _print(line: str) -> None:
 def print_outcome(matrix: Matrix, paths: Sequence[Path]) -> None:
     """The summary line, each row that is not caught (or green), and where the report is."""
     _print(summary_line(matrix))
+    for row, result in reruns(matrix):
+        _print(f"  {row.fault.name}: {rerun_text(result)}")
     not_applicable = [row.fault.name for row in matrix.rows if row.verdict == NA]
     for row in matrix.rows:
         if row.verdict in (CAUGHT, GREEN, NA):
@@ -243,11 +276,61 @@ def select(parser: argparse.ArgumentParser, args: argparse.Namespace, catalogue:
     return Selection(project, suites, faults, variable_files)
 
 
+def _suites_text(keys: Sequence[str]) -> str:
+    return ("suite " if len(keys) == 1 else "suites ") + ", ".join(keys)
+
+
+def nothing_to_run(args: argparse.Namespace, chosen: Selection, cells: Sequence[Cell], catalogue: Catalogue) -> str | None:
+    """Why the selection runs no fault cell (one line), or None when it runs some.
+
+    A fault named with ``--fault`` that gets no cell on the selected suites is an error, as
+    is a selection whose fault rows all get none, or only cells that cannot run (mock faults
+    against another server). Asking for the baselines alone (``--fault none``) is not.
+    """
+    planned = {cell.row.name for cell in cells if not cell.row.is_baseline}
+    runnable = {cell.row.name for cell in cells if not cell.row.is_baseline and cell.runnable}
+    keys = [s.key for s in chosen.suites]
+    named = [catalogue.fault(name) for name in dict.fromkeys(args.fault)]
+    named = [row for row in named if not row.is_baseline]
+    reasons = []
+    for row in named:
+        if row.name in planned:
+            continue
+        where = [e.suite for e in row.expectations]
+        reasons.append(
+            f"fault {row.name!r} is not run on {_suites_text(keys)} "
+            f"(it is guarded on {_suites_text(where)}); add --everywhere to run it there anyway"
+        )
+    if reasons:
+        return "; ".join(reasons)
+    if args.fault and not named:
+        return None  # only baselines asked for
+    if not chosen.faults:
+        return "the catalogue has no fault row" + (f" of --layer {args.layer}" if args.layer != "all" else "")
+    if not planned:
+        return f"no selected fault row is run on {_suites_text(keys)}; add --everywhere to run them there anyway"
+    if not runnable:
+        files = ", ".join(str(path) for path in chosen.variable_files)
+        return (
+            f"every selected fault row needs the built-in mock, but --variablefile {files} targets another "
+            "server: nothing to run (select proxy faults, --layer proxy)"
+        )
+    return None
+
+
 def run_matrix(args: argparse.Namespace, chosen: Selection, catalogue: Catalogue, run: RunRobot, argv: Sequence[str]) -> Matrix:
-    """Plan, run and judge the cells (baselines first); progress goes to stdout."""
+    """Plan, run and judge the cells (baselines first); progress goes to stdout.
+
+    A selection that would run no fault cell ends the command with exit code 2 and one line
+    saying why, before anything runs.
+    """
     rows = catalogue.baselines + chosen.faults
     mock = targets_the_built_in_mock(chosen.variable_files)
     cells = plan_cells(rows, chosen.suites, everywhere=args.everywhere, mock_available=mock)
+    reason = nothing_to_run(args, chosen, cells, catalogue)
+    if reason is not None:
+        print(f"apex-faults: error: {reason}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_USAGE)
     output = args.output.resolve()
     started = datetime.now().astimezone()
     with _sigterm_raises():
@@ -265,7 +348,7 @@ def run_matrix(args: argparse.Namespace, chosen: Selection, catalogue: Catalogue
 
 
 def main(argv: Sequence[str] | None = None, *, catalogue: Catalogue = CATALOGUE, run: RunRobot = run_robot) -> int:
-    """Run the fault matrix; returns the exit code (usage errors exit 2 through argparse)."""
+    """Run the fault matrix; returns the exit code (usage errors exit 2 by SystemExit; see the module docstring)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(arguments)

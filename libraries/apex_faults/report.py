@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalogue import Suite
+from .catalogue import Suite, fragment_matches
 from .runner import (
     CAUGHT,
     COLLATERAL,
     FAIL,
     GAP,
     GREEN,
+    INCONCLUSIVE,
     MISSED,
     NA,
     NOT_RUN,
@@ -41,9 +42,12 @@ LEGEND = (
     "fails with the expected message and nothing else fails; **caught+collateral** when other scenarios "
     "fail too; **missed** when a guarding scenario does not fail; **wrong-reason** when it fails with "
     "another message; **gap** when no scenario fails at all; **n/a** when it needs the built-in mock and "
-    "the target is another server. Cells: ✅ passed, ❌ failed as guarded, ⚠️ failed but not expected "
-    "(collateral, a baseline failure) or for the wrong reason, ❗ expected to fail but passed (or was "
-    "skipped or did not run), ⏭ skipped, · not run, n/a not applicable."
+    "the target is another server; **inconclusive** when a scenario that decides the row could not be "
+    "judged (the load generator fell behind its schedule, say) even after one re-run: a guarded "
+    "scenario then is not caught and a baseline not green. Cells: ✅ passed, ❌ failed as guarded, ⚠️ "
+    "failed but not expected (collateral, a baseline failure) or for the wrong reason, ❗ expected to "
+    "fail but passed (or was skipped or did not run), ◐ inconclusive (neither passed nor failed), "
+    "⏭ skipped, · not run, n/a not applicable."
 )
 
 
@@ -65,10 +69,13 @@ def mark(result: CellResult, test: str) -> Mark:
     if outcome.status == NA:
         return Mark("n/a", "na", "needs the built-in mock")
     fragment = result.cell.expected.get(test)
+    if outcome.inconclusive:
+        rerun = " (re-run once, still inconclusive)" if result.rerun and test in result.rerun.tests else ""
+        return Mark("◐", "inconclusive", f"inconclusive{rerun}: {outcome.first_line}")
     if fragment is not None:
         if outcome.status != FAIL:
             return Mark("❗", "missed", f"expected to fail ({fragment}) but: {outcome.status.lower()}")
-        if fragment in outcome.message:
+        if fragment_matches(fragment, outcome.message):
             return Mark("❌", "guarded", outcome.first_line)
         return Mark("⚠️", "unexpected", f"wrong reason (expected: {fragment}): {outcome.first_line}")
     if outcome.status == FAIL:
@@ -92,10 +99,37 @@ def summary_line(matrix: Matrix) -> str:
     optional = ((COLLATERAL, "caught+collateral"), (MISSED, "missed"), (WRONG_REASON, "wrong-reason"))
     parts += [f"{counts[verdict]} {label}" for verdict, label in optional if counts[verdict]]
     parts.append(_plural(counts[GAP], "gap"))
+    if counts[INCONCLUSIVE]:
+        parts.append(f"{counts[INCONCLUSIVE]} inconclusive")
     if counts[NA]:
         parts.append(f"{counts[NA]} n/a (needs the built-in mock)")
-    baselines = GREEN if all(row.verdict == GREEN for row in matrix.baselines) else "red"
-    return ", ".join(parts) + f"; no-fault runs {baselines}"
+    return ", ".join(parts) + f"; no-fault runs {baselines_state(matrix)}"
+
+
+def baselines_state(matrix: Matrix) -> str:
+    """``green``, ``red``, or ``inconclusive`` (no baseline red, one could not be judged)."""
+    verdicts = {row.verdict for row in matrix.baselines}
+    if verdicts <= {GREEN}:
+        return GREEN
+    return INCONCLUSIVE if verdicts <= {GREEN, INCONCLUSIVE} else "red"
+
+
+def reruns(matrix: Matrix) -> list[tuple[RowResult, CellResult]]:
+    """Every cell whose inconclusive tests were re-run, in row order."""
+    return [(row, result) for row in matrix.rows for result in row.cells if result.rerun is not None]
+
+
+def rerun_text(result: CellResult) -> str:
+    """``suite 3: re-ran 2 inconclusive test(s) once (3.6, 3.10): 1 still inconclusive``."""
+    rerun = result.rerun
+    assert rerun is not None
+    suite = result.cell.suite
+    labels = ", ".join(suite.label(t) if t in suite.tests else t for t in rerun.tests)
+    still = sum(1 for t in rerun.tests if result.outcome(t).inconclusive)
+    after = f"robot failed: {rerun.error.splitlines()[0]}" if rerun.error else (
+        f"{still} still inconclusive" if still else "none inconclusive any more"
+    )
+    return f"suite {suite.key}: re-ran {_plural(len(rerun.tests), 'inconclusive test')} once ({labels}): {after}"
 
 
 def _relative(path: Path | None, matrix: Matrix) -> str | None:
@@ -137,6 +171,7 @@ def to_json(matrix: Matrix) -> dict[str, Any]:
             "fault_modes": len(matrix.faults),
             "verdicts": dict(Counter(row.verdict for row in matrix.rows)),
             "baselines_green": all(row.verdict == GREEN for row in matrix.baselines),
+            "reruns": len(reruns(matrix)),
         },
         "suites": [_suite_json(suite) for suite in matrix.suites],
         "rows": [_row_json(row, matrix) for row in matrix.rows],
@@ -173,6 +208,8 @@ def _cell_json(result: CellResult) -> dict[str, Any]:
     return {
         test: {
             "status": (outcome := result.outcome(test)).status,
+            "inconclusive": outcome.inconclusive,
+            "rerun": bool(result.rerun and test in result.rerun.tests),
             "message_first_line": outcome.first_line,
             "expected_fragment": expected.get(test),
         }
@@ -189,6 +226,14 @@ def _run_json(result: CellResult, matrix: Matrix) -> dict[str, Any]:
         "output_dir": _relative(result.output_dir, matrix),
         "variables": dict(result.variables),
         "error": result.error,
+        "rerun": None if result.rerun is None else {
+            "tests": list(result.rerun.tests),
+            "output_dir": _relative(result.rerun.output_dir, matrix),
+            "seconds": round(result.rerun.seconds, 3),
+            "returncode": result.rerun.returncode,
+            "error": result.rerun.error,
+            "still_inconclusive": [t for t in result.rerun.tests if result.outcome(t).inconclusive],
+        },
     }
 
 
@@ -202,6 +247,7 @@ def to_markdown(matrix: Matrix) -> str:
     for suite in matrix.suites:
         lines += _md_suite(matrix, suite)
     lines += _md_problems(matrix)
+    lines += _md_reruns(matrix)
     lines += _md_failures(matrix)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -240,6 +286,15 @@ def _md_problems(matrix: Matrix) -> list[str]:
     return [*lines, ""]
 
 
+def _md_reruns(matrix: Matrix) -> list[str]:
+    found = reruns(matrix)
+    if not found:
+        return []
+    lines = ["## Re-runs", "", "Inconclusive tests are run once more (only they, same fault); their second outcome counts.", ""]
+    lines += [f"- `{row.fault.name}` ({row.verdict}): {rerun_text(result)}" for row, result in found]
+    return [*lines, ""]
+
+
 def _md_failures(matrix: Matrix) -> list[str]:
     lines = ["## Failures", ""]
     for row in matrix.rows:
@@ -264,6 +319,8 @@ td a { text-decoration: none; color: inherit; display: block; }
 .pass { background: #d9f2d9; } .guarded { background: #f5c6c6; } .unexpected { background: #ffe0a3; }
 .missed { background: #ffe0a3; font-weight: bold; outline: 2px solid #c00; }
 .skip, .notrun, .na { background: #eee; color: #666; }
+.inconclusive { background: #e3dcf5; color: #4b2a8c; font-weight: bold; }
+.v-inconclusive { color: #5b2fa8; }
 .v-green, .v-caught { color: #176c17; } .v-red, .v-missed, .v-wrong-reason, .v-gap { color: #b00; }
 .v-caught-collateral { color: #a66300; } .v-na { color: #666; }
 .summary { font-size: 1.2em; font-weight: bold; }
@@ -288,6 +345,7 @@ def to_html(matrix: Matrix) -> str:
     for suite in matrix.suites:
         body += _html_suite(matrix, suite)
     body += _html_problems(matrix)
+    body += _html_reruns(matrix)
     body += _html_failures(matrix)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -333,6 +391,8 @@ def _html_cell(matrix: Matrix, result: CellResult, test: str) -> str:
     title = f' title="{_e(shown.tooltip)}"' if shown.tooltip else ""
     content = _e(shown.symbol)
     run_dir = _relative(result.output_dir, matrix)
+    if result.rerun is not None and test in result.rerun.tests:
+        run_dir = _relative(result.rerun.output_dir, matrix)
     if run_dir is not None and result.cell.runnable:
         anchor = result.outcome(test).id
         href = f"{run_dir}/log.html" + (f"#{anchor}" if anchor else "")
@@ -350,6 +410,17 @@ def _html_problems(matrix: Matrix) -> list[str]:
             f"<li><code>{_e(row.fault.name)}</code> ({_e(row.verdict)}): {_e(problem.text)}</li>"
             for problem in row.problems
         ]
+    return [*lines, "</ul>"]
+
+
+def _html_reruns(matrix: Matrix) -> list[str]:
+    found = reruns(matrix)
+    if not found:
+        return []
+    lines = ["<h2>Re-runs</h2>", "<p>Inconclusive tests are run once more (only they, same fault); their second outcome counts.</p><ul>"]
+    lines += [
+        f"<li><code>{_e(row.fault.name)}</code> ({_e(row.verdict)}): {_e(rerun_text(result))}</li>" for row, result in found
+    ]
     return [*lines, "</ul>"]
 
 

@@ -3,43 +3,55 @@
 Three layers, each usable alone:
 
 - :func:`run_robot` runs one suite file in a subprocess (its own session, killed as a group on
-  timeout) and reads each test's status and message from ``output.xml``. The integration
+  timeout, dying with this process: see :mod:`apex_faults.processes`) and reads each test's
+  status, message and tags from ``output.xml``. The integration
   tests run robot through it too: there is one way to run robot.
 - :func:`plan_cells` and :func:`execute` decide which (row, suite) cells run and run them,
   up to ``jobs`` at once, never running an ``exclusive`` suite's cell beside another.
 - :func:`judge` turns cell results into a verdict and problems per row, and
   :class:`Matrix` gives the exit code.
+
+A test the library could not judge ends as SKIP with the tag ``inconclusive`` and a message
+starting ``Inconclusive:`` (the load generator fell behind its schedule, say). Such a test is
+neither passed nor failed: :func:`run_cell` re-runs the cell's inconclusive tests once (robot
+``--test``, same fault); what is still inconclusive makes a guarded scenario not caught and a
+baseline not green, and the row's verdict ``inconclusive`` (exit code 3 unless something
+failed outright).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from robot.api import ExecutionResult
 from robot.errors import DataError
 
-from .catalogue import MOCK, FaultMode, Suite
+from .catalogue import MOCK, FaultMode, Suite, fragment_matches
+from .processes import KILL_GRACE_S, kill_group, kill_groups, popen
 
 PASS, FAIL, SKIP, NOT_RUN, NA = "PASS", "FAIL", "SKIP", "NOT RUN", "n/a"
+#: How a cell shows a test that ended inconclusive (its Robot status is SKIP).
+INCONCLUSIVE_STATUS = "INCONCLUSIVE"
+#: The tag and message prefix of an inconclusive test (set by MessagingLibrary).
+INCONCLUSIVE_TAG, INCONCLUSIVE_PREFIX = "inconclusive", "Inconclusive:"
 
 GREEN, RED = "green", "red"
 CAUGHT, COLLATERAL, MISSED, WRONG_REASON, GAP = "caught", "caught+collateral", "missed", "wrong-reason", "gap"
-VERDICTS = (GREEN, RED, CAUGHT, COLLATERAL, MISSED, WRONG_REASON, GAP, NA)
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (GREEN, RED, CAUGHT, COLLATERAL, MISSED, WRONG_REASON, GAP, INCONCLUSIVE, NA)
 
-#: How long a process group gets between SIGTERM and SIGKILL, and how long its output may
-#: take to close after that.
-KILL_GRACE_S = 10.0
+#: Exit codes of a matrix run (see cli.EPILOG).
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 #: How much of robot's console output an error message quotes (its end).
 CONSOLE_TAIL_CHARS = 4000
 
@@ -49,11 +61,22 @@ CONSOLE_TAIL_CHARS = 4000
 
 @dataclass(frozen=True)
 class Outcome:
-    """One test's result: PASS, FAIL, SKIP (or NOT RUN), its message, and its id in log.html."""
+    """One test's result: PASS, FAIL, SKIP (or NOT RUN), its message, its id in log.html and its tags."""
 
     status: str
     message: str = ""
     id: str = ""
+    tags: tuple[str, ...] = ()
+
+    @property
+    def inconclusive(self) -> bool:
+        """A SKIP the library gave because the run could not judge (tag or message says so).
+
+        An ordinary SKIP (an operation the target lacks) is not inconclusive.
+        """
+        if self.status != SKIP:
+            return False
+        return any(t.lower() == INCONCLUSIVE_TAG for t in self.tags) or self.message.startswith(INCONCLUSIVE_PREFIX)
 
     @property
     def first_line(self) -> str:
@@ -80,6 +103,11 @@ class SuiteRun:
     def passed(self) -> set[str]:
         """The names of the tests that passed."""
         return {name for name, outcome in self.outcomes.items() if outcome.status == PASS}
+
+    @property
+    def inconclusive(self) -> set[str]:
+        """The names of the tests that ended inconclusive (SKIP with the tag ``inconclusive``)."""
+        return {name for name, outcome in self.outcomes.items() if outcome.inconclusive}
 
 
 class RobotRunError(RuntimeError):
@@ -115,11 +143,14 @@ class _Running:
         self._stopped = False
 
     def spawn(self, command: Sequence[str], *, cwd: Path, env: Mapping[str, str]) -> subprocess.Popen[str]:
-        """Start ``command`` in a session of its own (its own process group), output merged."""
+        """Start ``command`` in a session of its own (its own process group), output merged.
+
+        The child gets SIGTERM when this process dies (:func:`apex_faults.processes.popen`).
+        """
         with self._lock:
             if self._stopped:
                 raise RuntimeError(f"not starting {command[0]}: the run was interrupted")
-            process = subprocess.Popen(
+            process = popen(
                 list(command),
                 cwd=cwd,
                 env=dict(env),
@@ -141,16 +172,7 @@ class _Running:
         with self._lock:
             self._stopped = True
             processes = list(self._processes)
-        for process in processes:
-            _signal_group(process, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for process in processes:
-            try:
-                process.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for process in processes:
-            _signal_group(process, signal.SIGKILL)
+        kill_groups(processes, grace)
 
     def reopen(self) -> None:
         """Allow starting processes again (a new matrix run)."""
@@ -161,29 +183,13 @@ class _Running:
 RUNNING = _Running()
 
 
-def kill_group(process: subprocess.Popen[str], grace: float = KILL_GRACE_S) -> None:
-    """End the process group ``process`` leads: SIGTERM, up to ``grace`` s for the leader, then SIGKILL.
-
-    The group is robot and everything it started (the mock); SIGTERM lets them stop cleanly
-    (an ``apex-faults`` run kills its own robot groups on it), SIGKILL takes what is left.
-    """
-    _signal_group(process, signal.SIGTERM)
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        pass
-    _signal_group(process, signal.SIGKILL)
-
-
-def _signal_group(process: subprocess.Popen[str], signum: int) -> None:
-    try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass  # the whole group is gone already
-
-
 def run_process_group(command: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float) -> Completed:
-    """Run ``command`` in its own session; on timeout (or interrupt) kill its whole group."""
+    """Run ``command`` in its own session; on timeout (or interrupt) kill its whole group.
+
+    The group (robot and the mock it started) gets SIGTERM, then SIGKILL after
+    :data:`KILL_GRACE_S`, and is waited for until none of it is left
+    (:func:`apex_faults.processes.kill_group`).
+    """
     started = time.monotonic()
     process = RUNNING.spawn(command, cwd=cwd, env=env)
     try:
@@ -299,7 +305,10 @@ def read_outcomes(output: Path, done: Completed) -> dict[str, Outcome]:
             console=done.output,
             seconds=done.seconds,
         ) from error
-    return {test.name: Outcome(test.status, test.message, test.id) for test in result.suite.all_tests}
+    return {
+        test.name: Outcome(test.status, test.message, test.id, tuple(str(t) for t in test.tags))
+        for test in result.suite.all_tests
+    }
 
 
 def _tail(text: str) -> str:
@@ -388,6 +397,21 @@ def plan_cells(
 
 
 @dataclass(frozen=True)
+class Rerun:
+    """A cell's inconclusive tests, run once more (same fault); its outcomes replace the first ones."""
+
+    tests: tuple[str, ...]
+    output_dir: Path
+    seconds: float = 0.0
+    returncode: int | None = None
+    error: str | None = None
+
+    def directory_of(self, test: str) -> Path | None:
+        """Where ``test``'s latest run is logged: the re-run's directory when it was re-run."""
+        return self.output_dir if test in self.tests else None
+
+
+@dataclass(frozen=True)
 class CellResult:
     """What a cell's run reported (``error`` when it timed out or crashed)."""
 
@@ -398,6 +422,7 @@ class CellResult:
     output_dir: Path | None = None
     variables: Mapping[str, str] = field(default_factory=dict)
     error: str | None = None
+    rerun: Rerun | None = None  # the second run of the tests that were inconclusive, if any
 
     def outcome(self, test: str) -> Outcome:
         """``test``'s outcome: NOT RUN when the run did not report it, n/a when the cell could not run."""
@@ -420,24 +445,58 @@ class Settings:
     run: RunRobot = run_robot  # replaced by a fake in unit tests
 
 
-def run_cell(cell: Cell, settings: Settings) -> CellResult:
-    """Run one cell in a fresh directory; a timeout or crash becomes the result's ``error``."""
+RERUN_DIR = "rerun"
+
+
+def run_cell(cell: Cell, settings: Settings, progress: Callable[[str], None] | None = None) -> CellResult:
+    """Run one cell in a fresh directory; a timeout or crash becomes the result's ``error``.
+
+    Tests that end inconclusive are run once more (only they, ``robot --test``, same fault,
+    in ``<cell dir>/rerun/``); their second outcomes replace the first, and the result's
+    ``rerun`` says so.
+    """
     directory = cell.directory(settings.output)
     shutil.rmtree(directory, ignore_errors=True)
     variables = cell.row.robot_variables()
     try:
-        run = settings.run(
-            settings.project.suite_path(cell.suite),
-            directory,
-            variables=variables,
-            variable_files=settings.variable_files,
-            tests=cell.tests or None,
-            timeout=cell.suite.timeout_s,
-            project=settings.project.root,
-        )
+        run = _run(cell, settings, directory, cell.tests)
     except RobotRunError as error:
         return CellResult(cell, {}, error.seconds, error.returncode, directory, variables, str(error))
-    return CellResult(cell, run.outcomes, run.seconds, run.returncode, directory, variables)
+    first = CellResult(cell, run.outcomes, run.seconds, run.returncode, directory, variables)
+    again = tuple(t for t in cell.suite.tests if t in run.inconclusive) + tuple(
+        sorted(t for t in run.inconclusive if t not in cell.suite.tests)
+    )
+    if not again:
+        return first
+    if progress is not None:
+        progress(f"      {cell.row.name} × suite {cell.suite.key}: {len(again)} inconclusive, re-running once: {', '.join(again)}")
+    return rerun_inconclusive(first, again, settings)
+
+
+def rerun_inconclusive(first: CellResult, tests: tuple[str, ...], settings: Settings) -> CellResult:
+    """``first`` with ``tests`` run again; their new outcomes replace the inconclusive ones."""
+    assert first.output_dir is not None
+    directory = first.output_dir / RERUN_DIR
+    try:
+        run = _run(first.cell, settings, directory, tests)
+    except RobotRunError as error:
+        rerun = Rerun(tests, directory, error.seconds, error.returncode, str(error))
+        return replace(first, rerun=rerun, seconds=first.seconds + error.seconds)
+    outcomes = {**first.outcomes, **{t: o for t, o in run.outcomes.items() if t in tests}}
+    rerun = Rerun(tests, directory, run.seconds, run.returncode)
+    return replace(first, outcomes=outcomes, rerun=rerun, seconds=first.seconds + run.seconds)
+
+
+def _run(cell: Cell, settings: Settings, directory: Path, tests: Sequence[str]) -> SuiteRun:
+    return settings.run(
+        settings.project.suite_path(cell.suite),
+        directory,
+        variables=cell.row.robot_variables(),
+        variable_files=settings.variable_files,
+        tests=list(tests) or None,
+        timeout=cell.suite.timeout_s,
+        project=settings.project.root,
+    )
 
 
 def execute(cells: Sequence[Cell], settings: Settings, progress: Callable[[str], None] = print) -> list[CellResult]:
@@ -472,7 +531,7 @@ def _run_batch(
         return
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="apex-faults")
     try:
-        futures = {pool.submit(run_cell, cells[i], settings): i for i in indices}
+        futures = {pool.submit(run_cell, cells[i], settings, counter.note): i for i in indices}
         for future in as_completed(futures):
             result = future.result()
             results[futures[future]] = result
@@ -493,6 +552,10 @@ class _Progress:
         self.write = write
         self.lock = threading.Lock()
 
+    def note(self, line: str) -> None:
+        with self.lock:
+            self.write(line)
+
     def done(self, result: CellResult) -> None:
         with self.lock:
             self.count += 1
@@ -508,6 +571,7 @@ CELL_NOTES = {
     MISSED: "missed",
     WRONG_REASON: "wrong reason",
     GAP: "unnoticed",
+    INCONCLUSIVE: "inconclusive",
 }
 
 
@@ -519,20 +583,25 @@ def progress_text(result: CellResult) -> str:
         return f"{head}: {result.error.splitlines()[0]} {result.seconds:.1f} s"
     judged = judge_cell(result)
     statuses = [o.status for o in result.outcomes.values()]
-    skipped = f", {statuses.count(SKIP)} skipped" if SKIP in statuses else ""
+    inconclusive = sum(1 for o in result.outcomes.values() if o.inconclusive)
+    skipped = statuses.count(SKIP) - inconclusive
+    extra = (f", {skipped} skipped" if skipped else "") + (f", {inconclusive} inconclusive" if inconclusive else "")
+    if result.rerun is not None:
+        extra += f" (after re-running {len(result.rerun.tests)} inconclusive)"
     note = CELL_NOTES[verdict(cell.row.is_baseline, judged.failures, judged.kinds)]
-    return f"{head}: {statuses.count(FAIL)} of {len(statuses)} failed{skipped} ({note}) {result.seconds:.1f} s"
+    return f"{head}: {statuses.count(FAIL)} of {len(statuses)} failed{extra} ({note}) {result.seconds:.1f} s"
 
 
 # --------------------------------------------------------------------------- judging
 
-BASELINE_FAILED, MISSED_KIND, WRONG_KIND, COLLATERAL_KIND, ERROR_KIND, CATALOGUE_KIND = (
+BASELINE_FAILED, MISSED_KIND, WRONG_KIND, COLLATERAL_KIND, ERROR_KIND, CATALOGUE_KIND, INCONCLUSIVE_KIND = (
     "baseline-failed",
     "missed",
     "wrong-reason",
     "collateral",
     "error",
     "catalogue",
+    "inconclusive",
 )
 #: Problem kinds that make the exit code 1 whatever the row's verdict.
 FATAL_KINDS = frozenset({ERROR_KIND, CATALOGUE_KIND})
@@ -565,9 +634,11 @@ def judge_cell(result: CellResult) -> CellJudgement:
     problems: list[Problem] = []
     if result.error:
         problems.append(Problem(ERROR_KIND, f"{where}: {result.error.splitlines()[0]}"))
+    if result.rerun is not None and result.rerun.error:
+        problems.append(Problem(ERROR_KIND, f"{where}, re-run of the inconclusive tests: {result.rerun.error.splitlines()[0]}"))
     expected = cell.expected
     for test in cell.suite.tests:
-        problem = _test_problem(cell, test, result.outcome(test), expected.get(test), where)
+        problem = _test_problem(cell, test, result.outcome(test), expected.get(test), _rerun_note(result, test, where))
         if problem is not None:
             problems.append(problem)
     unknown = sorted(set(result.outcomes) - set(cell.suite.tests))
@@ -579,9 +650,16 @@ def judge_cell(result: CellResult) -> CellJudgement:
     return CellJudgement(failures, tuple(problems))
 
 
+def _rerun_note(result: CellResult, test: str, where: str) -> str:
+    """``suite 3`` or, for a test that was re-run, ``suite 3 (re-run once)``."""
+    return f"{where} (re-run once)" if result.rerun is not None and test in result.rerun.tests else where
+
+
 def _test_problem(cell: Cell, test: str, outcome: Outcome, fragment: str | None, where: str) -> Problem | None:
     if fragment is not None:
         return _expected_test_problem(cell, test, outcome, fragment, where)
+    if outcome.inconclusive and cell.row.is_baseline:
+        return Problem(INCONCLUSIVE_KIND, f"{where}, {test!r} was inconclusive, so not green: {outcome.first_line}")
     if outcome.status != FAIL:
         return None
     if cell.row.is_baseline:
@@ -590,8 +668,13 @@ def _test_problem(cell: Cell, test: str, outcome: Outcome, fragment: str | None,
 
 
 def _expected_test_problem(cell: Cell, test: str, outcome: Outcome, fragment: str, where: str) -> Problem | None:
+    if outcome.inconclusive:
+        return Problem(
+            INCONCLUSIVE_KIND,
+            f"{where}, {test!r} was inconclusive under {cell.row.name}, so not caught: {outcome.first_line}",
+        )
     if outcome.status == FAIL:
-        if fragment in outcome.message:
+        if fragment_matches(fragment, outcome.message):
             return None
         return Problem(
             WRONG_KIND,
@@ -605,10 +688,13 @@ def verdict(baseline: bool, failures: int, kinds: Iterable[str]) -> str:
     """The verdict of a row (or cell) from its failure count and kinds of problem."""
     kinds = frozenset(kinds)
     if baseline:
-        return RED if failures or kinds & (FATAL_KINDS | {BASELINE_FAILED}) else GREEN
-    if failures == 0:
+        if failures or kinds & (FATAL_KINDS | {BASELINE_FAILED}):
+            return RED
+        return INCONCLUSIVE if INCONCLUSIVE_KIND in kinds else GREEN
+    if failures == 0 and INCONCLUSIVE_KIND not in kinds:
         return GAP
-    for kind, outcome in ((MISSED_KIND, MISSED), (WRONG_KIND, WRONG_REASON), (COLLATERAL_KIND, COLLATERAL)):
+    ranked = ((MISSED_KIND, MISSED), (WRONG_KIND, WRONG_REASON), (INCONCLUSIVE_KIND, INCONCLUSIVE), (COLLATERAL_KIND, COLLATERAL))
+    for kind, outcome in ranked:
         if kind in kinds:
             return outcome
     return CAUGHT
@@ -649,7 +735,8 @@ def judge_row(fault: FaultMode, results: Sequence[CellResult]) -> RowResult:
     judgements = [judge_cell(r) for r in results]
     problems = tuple(p for j in judgements for p in j.problems)
     failures = sum(j.failures for j in judgements)
-    if failures == 0 and not fault.is_baseline:
+    inconclusive = any(p.kind == INCONCLUSIVE_KIND for p in problems)
+    if failures == 0 and not fault.is_baseline and not inconclusive:
         suites = ", ".join(r.cell.suite.key for r in results)
         problems += (Problem(GAP, f"no test failed in suite(s) {suites}: the fault went unnoticed"),)
     kinds = {p.kind for p in problems}
@@ -678,11 +765,14 @@ class Matrix:
 
     @property
     def exit_code(self) -> int:
-        """0 all well; 1 a red baseline, a guarded row not caught, a timed-out or crashed cell."""
+        """0 all well; 1 a red baseline, a guarded row not caught, a timed-out or crashed cell;
+        else 3 when a row is inconclusive (still, after its re-run)."""
         for row in self.rows:
             if row.failing or (self.strict and row.guarded and row.verdict == COLLATERAL):
-                return 1
-        return 0
+                return EXIT_FAILED
+        if any(row.verdict == INCONCLUSIVE for row in self.rows):
+            return EXIT_INCONCLUSIVE
+        return EXIT_OK
 
     @property
     def baselines(self) -> tuple[RowResult, ...]:

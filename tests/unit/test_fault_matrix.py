@@ -1,23 +1,26 @@
 """The fault matrix (apex_faults) with fake robot runs: catalogue, planning, judging, report, CLI.
 
 No robot runs here: ``run`` is replaced by a fake that returns made-up outcomes. The only
-subprocesses are a few ``python -c`` one-liners checking that a timeout kills a process group.
+subprocesses are a few ``python -c`` one-liners checking that a timeout kills a process group
+and that children die with their parent.
 """
 
 from __future__ import annotations
 
-import re
-
 import json
 import os
+import re
+import signal
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 from apex_faults import catalogue as C
-from apex_faults import cli, report
+from apex_faults import cli, processes, report
 from apex_faults import runner as R
 from apex_faults.catalogue import CATALOGUE, Catalogue, Expectation, FaultMode, Suite
 from apex_mock.faults import parse_faults
@@ -409,6 +412,8 @@ def test_json_round_trips_with_cells_runs_and_summary(tmp_path):
     row = data["rows"][1]
     assert row["cells"]["1"]["A one"] == {
         "status": "FAIL",
+        "inconclusive": False,
+        "rerun": False,
         "message_first_line": "one broke: <b> & co",
         "expected_fragment": "one broke",
     }
@@ -587,8 +592,79 @@ def test_a_timeout_kills_the_whole_process_group(tmp_path):
     )
     done = R.run_process_group([sys.executable, "-c", script], cwd=tmp_path, env=os.environ, timeout=2)
     assert done.timed_out and "started" in done.output
-    # communicate() returned, so every holder of the output pipe, the grandchild too, has exited
-    assert _dead(int(pid_file.read_text()))
+    grandchild = int(pid_file.read_text())
+    assert _eventually_dead(grandchild), f"the grandchild {grandchild} outlived its killed group"
+
+
+def test_kill_group_escalates_to_sigkill_and_waits_until_the_group_is_gone(tmp_path):
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"
+    process = processes.popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout.readline().strip() == "ready"  # SIGTERM is ignored from here on
+        assert processes.kill_group(process, grace=0.3)
+        assert processes.group_members(process.pid) == [] and process.returncode == -signal.SIGKILL
+    finally:
+        processes.signal_group(process.pid, signal.SIGKILL)
+        process.wait(10)
+
+
+PARENT = """
+import sys, threading
+from apex_faults.processes import popen
+started = []
+def start():  # a short-lived thread: the child must not die when it ends, only with the process
+    started.append(popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+thread = threading.Thread(target=start)
+thread.start()
+thread.join()
+child = started[0]
+try:
+    child.wait(0.5)
+    print("died with its thread", flush=True)
+except Exception:
+    print(child.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def test_a_child_started_with_popen_dies_when_its_parent_is_killed():
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    child = None
+    try:
+        line = parent.stdout.readline().strip()
+        assert line.isdigit(), f"the child did not outlive the thread that started it: {line!r}"
+        child = int(line)
+        assert not _eventually_dead(child, timeout=0.0)
+        parent.kill()  # SIGKILL: nothing of the parent's own code runs
+        parent.wait(10)
+        assert _eventually_dead(child), f"child {child} outlived its SIGKILLed parent"
+    finally:
+        parent.kill()
+        parent.wait(10)
+        if child is not None and not _eventually_dead(child, timeout=0.0):
+            os.killpg(child, signal.SIGKILL)
+
+
+def test_die_with_parent_ends_a_child_whose_parent_is_already_gone(monkeypatch):
+    """The race: the parent died between fork and prctl; the child sees another parent pid and exits."""
+    preexec = processes.die_with_parent()
+    monkeypatch.setattr(processes.os, "getppid", lambda: -1)
+    exits = []
+    monkeypatch.setattr(processes.os, "_exit", exits.append)
+    monkeypatch.setattr(processes, "_PRCTL", None)
+    preexec()
+    assert exits == [128 + signal.SIGTERM]
+
+
+def _eventually_dead(pid: int, timeout: float = 10.0) -> bool:
+    """Whether ``pid`` is gone (or a zombie) within ``timeout`` s, polling."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if _dead(pid):
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)  # polling interval of a condition with a deadline
 
 
 def _dead(pid: int) -> bool:
@@ -597,10 +673,270 @@ def _dead(pid: int) -> bool:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def test_missing_output_xml_is_a_clear_error_naming_exit_code_and_output(tmp_path):
     done = R.Completed(252, "[ ERROR ] Suite 'x' contains no tests.", False, 0.4)
     with pytest.raises(R.RobotRunError, match=r"robot wrote no output.xml in .* \(exit code 252\)\. Console output:\n\[ ERROR \]"):
         R.read_outcomes(tmp_path / "output.xml", done)
+
+
+# --------------------------------------------------------------------------- fragments: facts, not measurements
+
+#: ``expected <op> <threshold>[ unit]``: the part of a failure message that is the suite's, not the run's.
+THRESHOLD = re.compile(r"expected (?:==|!=|<=|>=|<|>) (…|-?\d+(?:\.\d+)?)(?: ([A-Za-z%/]+))?")
+#: A decimal number, or a number with a time unit, that is not part of a label such as ``R1.1``.
+MEASURED = re.compile(r"(?<![\w.])\d+(?:\.\d+)?\s?(?:ns|µs|us|ms|s|min|h)\b|(?<![\w.])\d+\.\d+(?![\w.])")
+
+
+def every_fragment():
+    return [
+        (fault.name, expectation.suite, test, fragment)
+        for fault in C.FAULTS
+        for expectation in fault.expectations
+        for test, fragment in expectation.fails.items()
+    ]
+
+
+def measured_numbers(fragment: str) -> list[str]:
+    """The measured times and ratios in ``fragment``: decimals or timed numbers outside ``expected <op> <threshold>``."""
+    return MEASURED.findall(THRESHOLD.sub("", fragment))
+
+
+@pytest.mark.parametrize(
+    ("fragment", "found"),
+    [
+        ("latency p95 of load 'benchmark' was 0.3", ["0.3"]),
+        ("reconnect time mean was 0.6 s, expected < 0.3 s", ["0.6 s"]),
+        ("every response is sent 1200 ms late", ["1200 ms"]),
+        ("latency p95 of load 'benchmark' was … s, expected <= 0.2 s", []),
+        ("delivery ratio was …, expected >= 0.95. 129 of 150 messages answered", []),
+        ("No duplicate deliveries: 5 of 10 failed: R1.1 (normal)", []),
+        ("agent_state.message_count was 19, expected == 20", []),
+    ],
+)
+def test_the_measured_number_detector(fragment, found):
+    assert measured_numbers(fragment) == found
+
+
+def test_no_fragment_expects_a_measured_time_or_ratio():
+    """A measured figure moves with the machine: fragments name the figure, load and threshold, with
+    ``…`` for the value; counts the fault makes certain are fine."""
+    offending = [
+        f"{name} / suite {suite} / {test!r}: {fragment!r} contains {numbers}"
+        for name, suite, test, fragment in every_fragment()
+        if (numbers := measured_numbers(fragment))
+    ]
+    assert not offending, "\n".join(offending)
+
+
+def suite_variable_values() -> tuple[set[str], set[str]]:
+    """Every suite and resource variable's value as the library formats a threshold: (numbers, times)."""
+    from MessagingLibrary.context import format_value
+    from robot.utils import timestr_to_secs
+
+    numbers, times = set(), set()
+    files = [*(ROOT / "suites").glob("*.robot"), *(ROOT / "resources").glob("*.resource")]
+    for path in files:
+        for match in re.finditer(r"^\$\{\w+\}[ \t]{2,}(\S.*?)\s*$", path.read_text(encoding="utf-8"), re.MULTILINE):
+            value = match.group(1)
+            literal = re.fullmatch(r"\$\{(-?\d+(?:\.\d+)?)\}", value)
+            if literal or re.fullmatch(r"-?\d+(?:\.\d+)?", value):
+                number = float(literal.group(1) if literal else value)
+                numbers.add(format_value(int(number) if number.is_integer() else number, ""))
+                numbers.add(format_value(number, ""))
+            if re.fullmatch(r"\d+(?:\.\d+)? ?(?:ms|s|seconds?|min)", value):
+                times.add(format_value(float(timestr_to_secs(value, round_to=None)), "s"))
+    return numbers, times
+
+
+def test_every_threshold_in_a_fragment_is_a_suite_variable_as_the_library_formats_it():
+    """``expected <= 0.2 s`` must be what the library prints for ``${MAX_P95}  200 ms``; integer
+    counts (``== 20``, ``> 0``) and the wildcard are not checked."""
+    numbers, times = suite_variable_values()
+    wrong = []
+    for name, suite, test, fragment in every_fragment():
+        for value, unit in THRESHOLD.findall(fragment):
+            if value == "…" or (not unit and "." not in value):
+                continue
+            known = times if unit == "s" else numbers
+            shown = f"{value} s" if unit == "s" else value
+            if shown not in known:
+                wrong.append(f"{name} / suite {suite} / {test!r}: threshold {shown!r} is no suite variable's value")
+    assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("fragment", "message", "matches"),
+    [
+        ("latency p95 of load 'benchmark' was … s, expected <= 0.2 s",
+         "latency p95 of load 'benchmark' was 0.4042 s, expected <= 0.2 s", True),
+        ("latency p95 of load 'benchmark' was … s, expected <= 0.2 s",
+         "Several failures occurred:\n\n1) latency p95 of load 'benchmark' was 1.2 s, expected <= 0.2 s [faults]", True),
+        ("latency p95 of load 'benchmark' was … s, expected <= 0.2 s",
+         "latency p95 of load 'benchmark' was 0.4042 s, expected <= 0.5 s", False),
+        ("delivery ratio was …, expected >= 0.95. 129 of 150 messages answered",
+         "delivery ratio was 0.86, expected >= 0.95. 129 of 150 messages answered", True),
+        ("a … c", "a b\nc", False),  # within one line
+        ("was 1.2 (literal)", "it was 1.2 (literal) indeed", True),
+        ("x.*y", "x and y", False),  # only … is special
+    ],
+)  # fmt: skip
+def test_fragment_wildcard_matches_any_text_within_a_line(fragment, message, matches):
+    assert C.fragment_matches(fragment, message) is matches
+
+
+def test_a_fragment_with_a_wildcard_is_judged_caught():
+    fault = FaultMode("slowish", C.MOCK, "slow", (Expectation("1", {"A one": "p95 was … s, expected <= 0.2 s"}),))
+    found = outcomes(A_one=("FAIL", "p95 was 0.4042 s, expected <= 0.2 s"), A_two="PASS", A_three="PASS")
+    assert R.judge_row(fault, [result(fault, ALPHA, found)]).verdict == R.CAUGHT
+
+
+# --------------------------------------------------------------------------- inconclusive
+
+INCONCLUSIVE_MESSAGE = (
+    "Inconclusive: the load generator fell behind its schedule (412 of 10,000 sends more than 10 ms late; "
+    "client CPU 99% of a core): this run cannot judge the server's rate or latency."
+)
+
+
+def inconclusive(test_id: str = "") -> R.Outcome:
+    return R.Outcome("SKIP", INCONCLUSIVE_MESSAGE, test_id, ("load", "inconclusive"))
+
+
+def test_an_inconclusive_outcome_is_a_skip_tagged_inconclusive_and_an_ordinary_skip_is_not():
+    assert inconclusive().inconclusive
+    assert R.Outcome("SKIP", "Inconclusive: no tag, but the library's wording").inconclusive
+    assert not R.Outcome("SKIP", "The server does not support 'push' (error unsupported)").inconclusive
+    assert not R.Outcome("FAIL", INCONCLUSIVE_MESSAGE, "", ("inconclusive",)).inconclusive
+
+
+def test_a_guarded_scenario_that_is_inconclusive_is_not_caught_and_the_row_is_inconclusive():
+    found = {**outcomes(A_two="PASS", A_three="PASS"), "A one": inconclusive()}
+    row = R.judge_row(BREAK_ONE, [result(BREAK_ONE, ALPHA, found)])
+    assert row.verdict == R.INCONCLUSIVE and not row.failing
+    assert [p.text for p in row.problems] == [
+        f"suite 1, 'A one' was inconclusive under break_one, so not caught: {INCONCLUSIVE_MESSAGE}"
+    ]  # and no "the fault went unnoticed": it could not be judged
+    baseline = R.judge_row(NONE, [result(NONE, ALPHA, ALL_PASS_ALPHA)])
+    assert R.Matrix((ALPHA,), (baseline, row)).exit_code == R.EXIT_INCONCLUSIVE == 3
+
+
+def test_an_inconclusive_baseline_is_not_green_and_a_failure_elsewhere_still_exits_1():
+    found = {**outcomes(A_one="PASS", A_two=("SKIP", "no op")), "A three": inconclusive()}
+    baseline = R.judge_row(NONE, [result(NONE, ALPHA, found)])
+    assert baseline.verdict == R.INCONCLUSIVE and not baseline.failing
+    assert "'A three' was inconclusive, so not green" in baseline.problems[0].text
+    assert R.Matrix((ALPHA,), (baseline,)).exit_code == 3
+    missed = rows_with(R.MISSED)[1]
+    assert R.Matrix((ALPHA,), (baseline, missed)).exit_code == 1
+
+
+def test_an_inconclusive_test_a_fault_row_does_not_guard_does_not_decide_it():
+    found = {**outcomes(A_one=("FAIL", "one broke"), A_two="PASS"), "A three": inconclusive()}
+    assert R.judge_row(BREAK_ONE, [result(BREAK_ONE, ALPHA, found)]).verdict == R.CAUGHT
+
+
+def test_an_inconclusive_cell_is_re_run_once_with_only_its_inconclusive_tests(tmp_path):
+    def answer(variables, suite_file, tests):
+        if variables.get("APEX_MOCK_FAULTS") != "break_one":
+            return guarded_answers(variables, suite_file, tests)
+        if not tests:  # the first run: the generator fell behind on two tests
+            return {"A one": inconclusive(), "A two": inconclusive(), "A three": R.Outcome("PASS")}
+        return {"A one": R.Outcome("FAIL", "broken: one broke"), "A two": R.Outcome("PASS")}
+
+    robot, lines = FakeRobot(answer), []
+    settings = R.Settings(tmp_path / "out", fake_project(tmp_path), run=robot)
+    [done] = R.execute(R.plan_cells([BREAK_ONE], [ALPHA]), settings, lines.append)
+    assert [call[2] for call in robot.calls] == [(), ("A one", "A two")]
+    assert robot.calls[0][0] == robot.calls[1][0] == {"APEX_MOCK_FAULTS": "break_one"}
+    assert done.rerun.tests == ("A one", "A two") and done.rerun.output_dir == done.output_dir / "rerun"
+    assert done.outcome("A one").status == "FAIL" and done.outcome("A three").status == "PASS"
+    assert R.judge_row(BREAK_ONE, [done]).verdict == R.CAUGHT
+    assert lines[0] == "      break_one × suite 1: 2 inconclusive, re-running once: A one, A two"
+    assert lines[1] == "[1/1] break_one × suite 1: 1 of 3 failed (after re-running 2 inconclusive) (as guarded) 3.0 s"
+
+
+def test_a_row_still_inconclusive_after_its_re_run_exits_3_and_the_report_shows_it(tmp_path, capsys):
+    def answer(variables, suite_file, tests):
+        found = guarded_answers(variables, suite_file, tests)
+        if variables.get("APEX_MOCK_FAULTS") == "break_one":
+            found["A one"] = inconclusive("s1-t1")
+        return found
+
+    code, robot, data = run_cli(tmp_path, "--fault", "break_one", answers=answer)
+    assert code == 3 and data["exit_code"] == 3
+    assert [call[2] for call in robot.calls if "APEX_MOCK_FAULTS" in call[0]] == [(), ("A one",)]  # once re-run
+    row = data["rows"][2]
+    assert row["verdict"] == "inconclusive"
+    assert row["runs"]["1"]["rerun"]["still_inconclusive"] == ["A one"]
+    assert row["runs"]["1"]["rerun"]["output_dir"] == "runs/break_one/01__alpha/rerun"
+    assert row["cells"]["1"]["A one"]["inconclusive"] and row["cells"]["1"]["A one"]["rerun"]
+    out = capsys.readouterr().out
+    assert "1 fault mode, 0 caught, 0 gaps, 1 inconclusive; no-fault runs green" in out
+    assert "break_one: suite 1: re-ran 1 inconclusive test once (1.1): 1 still inconclusive" in out
+    markdown = (tmp_path / "matrix" / "matrix.md").read_text()
+    assert "| `break_one` (inconclusive) | ◐ | ✅ | ✅ |" in markdown and "## Re-runs" in markdown
+    page = (tmp_path / "matrix" / "matrix.html").read_text()
+    assert '<td class="inconclusive" title="inconclusive (re-run once, still inconclusive): Inconclusive: the load' in page
+    assert 'href="runs/break_one/01__alpha/rerun/log.html#s1-t1"' in page
+
+
+# --------------------------------------------------------------------------- a selection that runs nothing
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--suite", "1", "--fault", "on_beta"],
+         "fault 'on_beta' is not run on suite 1 (it is guarded on suite 2); add --everywhere to run it there anyway"),
+        (["--suite", "2", "--layer", "mock", "--fault", "break_one"],
+         "fault 'break_one' is not run on suite 2 (it is guarded on suite 1); add --everywhere to run it there anyway"),
+    ],
+)  # fmt: skip
+def test_a_selection_that_runs_no_cell_exits_2_saying_why_in_one_line(tmp_path, capsys, argv, says):
+    robot = FakeRobot(guarded_answers)
+    fake_project(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--suites-dir", str(tmp_path / "suites"), "--output", str(tmp_path / "m"), *argv], catalogue=FAKE, run=robot)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"apex-faults: error: {says}\n"
+    assert robot.calls == [] and not (tmp_path / "m").exists()
+
+
+def test_the_real_catalogue_says_where_reorder_is_guarded(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--suite", "2", "--fault", "reorder"], run=FakeRobot(guarded_answers))
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == (
+        "apex-faults: error: fault 'reorder' is not run on suite 2 (it is guarded on suites 1, 3); "
+        "add --everywhere to run it there anyway\n"
+    )
+
+
+def test_only_mock_faults_against_another_server_is_a_selection_that_runs_nothing(tmp_path, capsys):
+    staging = tmp_path / "staging.py"
+    staging.write_text("APEX_TARGET = 'staging'\n")
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(tmp_path, "--layer", "mock", "--variablefile", str(staging))
+    assert exit_info.value.code == 2
+    assert "every selected fault row needs the built-in mock" in capsys.readouterr().err
+
+
+def test_everywhere_or_the_baselines_alone_are_selections_that_run(tmp_path):
+    code, robot, data = run_cli(tmp_path, "--suite", "1", "--fault", "on_beta", "--everywhere")
+    assert [r["name"] for r in data["rows"]] == ["none", "proxy", "on_beta"]
+    assert data["rows"][2]["verdict"] == "gap" and code == 0  # not guarded on suite 1: reported, not failing
+    code, _, data = run_cli(tmp_path, "--fault", "none")
+    assert code == 0 and [r["name"] for r in data["rows"]] == ["none", "proxy"]
+
+
+def test_cli_help_documents_every_exit_code_and_inconclusive(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for line in ("  0    the baselines", "  1    a baseline is red", "  2    usage error", "  3    nothing of exit code 1"):
+        assert line in out
+    assert "inconclusive" in out and "re-run" in out
+    assert "3: nothing failed, but a row is inconclusive" in cli.__doc__
