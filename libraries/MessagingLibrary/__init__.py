@@ -1,6 +1,6 @@
 """MessagingLibrary: Robot Framework keywords to test a real-time AI chat platform over WebSocket.
 
-See the library documentation (``libdoc MessagingLibrary``), DESIGN.md and docs/protocol.md.
+See the library documentation (``apex-docs`` writes it to results/docs/) and docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -42,32 +42,160 @@ class MessagingLibrary(DynamicCore):
     (`Start Mock Server`). One background asyncio loop owns every connection; each connection
     has a reader task that timestamps every frame into a History and routes replies by
     ``request_id``, so state queries never steal chat replies. Keywords are synchronous and
-    every one has a timeout.
+    every one has a timeout. The parts, each with an example below: `Target and test users`,
+    `Connections and sending`, `Checks`, `Offline queue`, `Load engine`, `Fault proxy`,
+    `Resource monitor`, `Reporting` and `The mock`.
 
-    = Scope of checks =
+    = Vocabulary =
 
-    Checks and counts look at what happened since the current test started: the History is
-    marked at each test's start. Connections opened in a test are closed when it ends; those
-    opened in a suite setup, and mock servers, when that suite ends.
+    One name per idea, in every keyword:
+
+    | =Argument=            | =Means=                                                                 |
+    | ``connection``        | one of this library's connections, by the name given to `Connect` (``alice``); default: the current connection (for checks and counts: every connection) |
+    | ``user``              | the user a push is for, or whose offline queue is meant, named by one of its connections, open or closed (``alice``) |
+    | ``pusher``            | the admin connection a push goes from (default ``admin``, opened with the admin token on first use) |
+    | ``process``           | whose resources: ``client`` (this test process) or ``server``           |
+    | ``figure``            | what a getter returns: `Get Load Figure`, `Get Resource Figure`, `Get Connection Health` |
+    | ``operator``, ``expected`` | the optional assertion of a measuring keyword (see `Assertions`)    |
+    | ``timeout``           | how long a keyword may wait, as a Robot time (``5 s``, ``500 ms``)      |
+    | ``count``, ``interval``, ``rate``, ``duration`` | how many, how far apart, messages per second, how long |
+
+    = Target and test users =
+
+    `Configure Target` sets the server and how each test gets a fresh user of its own (tokens
+    are Secret values and never appear in the log). `Check Target`, in the suite setup, checks
+    once and quickly that the target answers, accepts a test user and has what the suite needs,
+    so a bad target fails the suite in seconds with one line naming it.
+
+    | Configure Target    ${url}    ${APEX_TOKEN}    admin_token=${APEX_ADMIN_TOKEN}
+    | Check Target    admin    timeout=5 s
+    | Require Pristine Test User
+
+    = Connections and sending =
+
+    `Connect` opens a named connection as a new test user and makes it current; `Disconnect`,
+    `Drop Connection` (no close frame) and `Reconnect` (same user, timed) end and resume it.
+    Sending keywords run on an open-loop schedule fixed in advance: a late send goes out late
+    and its lateness is recorded, and response times count from the intended send time.
+
+    | Connect    alice
+    | Send Numbered Messages    20    100 ms
+    | Send Message    Hello    m1    connection=alice
+    | Wait Until Messages Are Settled    10 s
+    | Get Agent State    message_count    ==    20
+
+    = Checks =
+
+    Checks look at what happened since the current test started (the History is marked at
+    each test's start), optionally on one ``connection``, and fail naming the messages that
+    broke the guarantee: ``seq-msg-7 (sequence 7) was answered after seq-msg-9``.
+
+    | Responses Should Be In Send Order
+    | Responses Should Have No Duplicates
+    | Every Message Should Have Exactly One Outcome
+    | Get Delivery Ratio    >=    0.95
+    | Get Response Time    p95    <=    1 s
 
     = Assertions =
 
-    Measuring keywords return their value and take an optional assertion operator and
-    expected value (robotframework-assertion-engine): ``Get Delivery Ratio    >=    0.95``.
-    Times are seconds and thresholds accept Robot time strings (``500 ms``). Every asserted
-    value is kept for the test's table: call `Log Measurements` in the teardown.
+    Measuring keywords are getters with an optional assertion: ``Get X    [figure]    operator
+    expected`` (robotframework-assertion-engine). They return the value; with an operator they
+    assert it and fail with ``<row> was <value>, expected <operator> <expected>``. Times are
+    seconds and thresholds accept Robot time strings (``500 ms``). Every value read this way
+    becomes a row of the test's measurement table, asserted or not (see `Reporting`).
+
+    | Get Connection Health    missed pings    ==    0
+    | ${ratio} =    Get Delivery Ratio
 
     = Offline queue =
 
     Messages for a user who is away are pushed from an admin connection (`Push Messages`),
-    named by labels (``N1``, ``H1:high``); after `Reconnect`, `Wait For Queued Deliveries`
-    and the checks (`Delivered Messages Should Be`, `Deliveries Should Follow Priority Order`,
-    `Offline Messages Should Be Accounted For`) judge what came back.
+    named by labels (``N1``, ``H1:high``: the label is the content, ``:PRIORITY`` its
+    priority). After `Reconnect`, `Wait For Queued Deliveries` and the checks judge what came
+    back, naming messages by label: ``H1 (high) was delivered after N1 (normal)``.
 
-    = Test users =
+    | Disconnect    alice
+    | Push Messages    alice    N1    H1:high    C:critical
+    | Reconnect    alice
+    | Wait For Queued Deliveries    alice    count=3
+    | Delivered Messages Should Be    C H1 N1    connection=alice
+    | Offline Messages Should Be Accounted For    alice
 
-    Each test acts as its own fresh user (see `Configure Target`); tokens never appear in the
-    log (pass them as Secret variables).
+    = Load engine =
+
+    `Run Load` and `Run Load In Phases` offer an open-loop rate (like wrk2) over fresh
+    connections: every message has an intended send time, latency runs from it to the answer
+    (no coordinated omission) into HDR histograms, and order, loss and duplicates are judged
+    per connection in bounded memory. The figures of the latest run are read with `Get Load
+    Figure` and `Get Load Latency`.
+
+    | Run Load    1000    3 s    connections=10    name=baseline
+    | Get Load Figure    delivery ratio    >=    0.95
+    | Get Load Latency    p99    <=    500 ms
+    | Load Should Preserve Order Per Connection
+
+    = Fault proxy =
+
+    `Start Fault Proxy` puts a WebSocket-aware proxy (in this library, on 127.0.0.1) in front of
+    the target; connections opened afterwards go through it. Keywords then inject network
+    trouble, now or ``starting_in`` a delay during a load run: latency, partitions that heal
+    or cut, TCP resets, frames dropped, duplicated, delayed or reordered. Every fault is
+    recorded in the History, listed under the test's measurements and summarised in a failed
+    test's message.
+
+    | Start Fault Proxy
+    | Connect    alice
+    | Start Network Partition    alice    duration=1 s    then=heal
+    | Drop Frames    ai_response    count=1    connection=alice
+    | Send TCP Reset    alice
+
+    = Resource monitor =
+
+    `Start Resource Monitor` takes the baseline and samples the client (this process) and the
+    server (the mock's own process, or ``server_stats`` of a running server) in the background,
+    never mixing the two. `Get Resource Figure` reads a figure (``memory growth``, ``bytes per
+    message``, ...), `Wait For Memory Recovery` waits for memory to be given back, `Stop
+    Resource Monitor` logs a table. Load runs mark the monitor, so memory per message and per
+    connection are measured over the run.
+
+    | Start Resource Monitor
+    | Run Load    5000    3 s    connections=10
+    | Get Resource Figure    server    bytes per message    <=    1024
+    | Get Resource Figure    client    memory growth    <=    50
+    | Wait For Memory Recovery    >=    0.95    timeout=5 s
+
+    = Reporting =
+
+    All files go to the output directory (``--outputdir``, ``results/`` in the README):
+
+    - the measurement table: `Log Measurements` (call it in the test teardown) logs each row
+      (value, unit, operator, threshold, PASS/FAIL) and appends it to ``metrics.jsonl``, one
+      line per test: ``{suite, test, measurements: [{name, value, unit, operator, threshold,
+      passed}]}``; `Record Measurement` adds a row of your own;
+    - the history: `Save History` writes ``history-<suite>.jsonl``, every frame sent and
+      received (and every injected fault) with monotonic nanosecond timestamps;
+    - the load JSON: every load run writes ``load/<run>.json`` (rates, latency percentiles,
+      per phase and per connection);
+    - the monitor JSON: `Stop Resource Monitor` writes ``monitor/resources-N.json``.
+
+    | [Teardown]    Log Measurements
+    | Save History
+
+    = The mock =
+
+    `Start Mock Server` starts the built-in mock (``apex-mock``, a real WebSocket server with
+    the platform's semantics) in its own process on a free port and returns its URL; fault
+    modes break one guarantee each, deterministically, so each scenario can be shown to fail.
+    Its log goes to ``apex-mock-N.log`` in the output directory.
+
+    | ${url} =    Start Mock Server
+    | ${url} =    Start Mock Server    reorder    processing_ms=5
+    | Mock Server Should Be Running
+
+    = Scope =
+
+    Connections opened in a test are closed when it ends; those opened in a suite setup, and
+    mock servers, fault proxies and monitors, when their test or suite ends.
 
     | *** Settings ***
     | Library    MessagingLibrary
