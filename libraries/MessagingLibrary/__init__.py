@@ -204,6 +204,7 @@ class MessagingLibrary(DynamicCore):
     | Messages Are Answered In Order
     |     ${url} =    Start Mock Server
     |     Configure Target    ${url}    ${APEX_TOKEN}
+    |     Check Target
     |     Connect
     |     Send Numbered Messages    20    100 ms
     |     Wait For Responses    20
