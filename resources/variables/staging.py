@@ -6,12 +6,13 @@ Everything comes from environment variables; nothing secret is kept in files or 
 |--------------------|---------------------------------|--------------------------------------------------|
 | APEX_WS_URL        | always                          | WebSocket URL, e.g. ``wss://staging.example/ws`` |
 | APEX_TOKEN         | unless APEX_AUTH_URL is set     | test token; each test derives its own user       |
-| APEX_ADMIN_TOKEN   | for admin operations (``push``) | admin token                                      |
+| APEX_ADMIN_TOKEN   | suite 2 (admin ``push``)        | admin token                                      |
 | APEX_AUTH_URL      | optional                        | test-user endpoint: each test POSTs for a token  |
 | APEX_USER_STRATEGY | optional                        | ``derive`` (default), ``auth_url`` or ``fixed``  |
 
-``robot -V resources/variables/staging.py suites/``. When something needed is missing, the
-suite setup fails with a message naming it, so no test runs.
+``robot -V resources/variables/staging.py suites/``. When something needed is missing (here, or
+``APEX_ADMIN_TOKEN`` for suite 2), or the server does not answer, each suite setup fails within
+seconds with one line naming it and the URL (``Check Target``), so no test runs.
 """
 
 import os
