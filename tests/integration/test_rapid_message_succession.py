@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import pytest
 from apex_faults.catalogue import Rapid, suite
-from MessagingLibrary.engine.mock_process import start_mock
 
-from .robot_runs import run_suite
+from .robot_runs import assert_fails_with, hand_started_mock, run_suite
 
 pytestmark = pytest.mark.suite
 
@@ -28,20 +27,19 @@ def results_dir(tmp_path_factory):
 
 def test_a_slow_server_misses_the_throughput_target(results_dir, tmp_path):
     """The benchmark's ≥10 msg/s is reachable to miss: a server taking 150 ms a message fails it."""
-    mock = start_mock(extra_args=["--processing-ms", "150"], log_file=tmp_path / "mock.log")
-    try:
+    with hand_started_mock(tmp_path / "mock.log", "--processing-ms", "150") as url:
         run = run_suite(
             SUITE,
             results_dir / "slow-processing",
             variable_files=["resources/variables/staging.py"],
-            env={"APEX_WS_URL": mock.url, "APEX_TOKEN": "qa"},
+            env={"APEX_WS_URL": url, "APEX_TOKEN": "qa"},
             variables={"RESPONSE_TIMEOUT": "30 s"},
             tests=[BENCHMARK],
         )
-    finally:
-        mock.stop()
-    assert "answered throughput was" in run.outcomes[BENCHMARK].message
-    assert run.outcomes[BENCHMARK].status == "FAIL"
+    if run.outcomes[BENCHMARK].inconclusive:
+        pytest.skip(f"this machine could not keep the send schedule: {run.outcomes[BENCHMARK].message}")
+    # 100 messages, each taking 150 ms, cannot be answered at 10 a second, however fast the machine
+    assert_fails_with(run, BENCHMARK, "answered throughput was … msg/s, expected >= 10 msg/s")
 
 
 def test_staging_without_settings_stops_the_run_naming_what_is_missing(results_dir):
