@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from . import faults as F
+from .core import DEFAULT_LIMITS, SETTING_LIMITS, Limits
 from .offline import OVERFLOW_POLICIES
 from .server import WITHOUT_CHOICES, MockServer
 
@@ -108,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fault", action="append", default=[], metavar="NAME[=VALUE]",
                         help="enable a fault mode, e.g. reorder or throttle=2000 (repeatable or "
                              "comma-separated; see the list below)")
+    parser.add_argument("--list-faults", action="store_true",
+                        help="print every fault mode with its description, one a line, and exit")
     parser.add_argument("--log-file", metavar="PATH",
                         help="append the server log here, one line per event (default: no log)")
     parser.add_argument("--processing-ms", type=_int_range(0, 60_000), default=10,
@@ -131,12 +134,43 @@ def build_parser() -> argparse.ArgumentParser:
                              "production-like server (repeatable: %(choices)s)")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio loop even if uvloop is installed")
+    limits = parser.add_argument_group(
+        "limits", "what one user or client can make the mock keep (docs/protocol.md, 'Limits of the mock'); "
+                  "each limit reached is counted in server_stats.limits")
+    for name, help_text in _LIMIT_HELP.items():
+        limits.add_argument("--" + name.replace("_", "-"), dest=name, type=_int_range(1),
+                            default=getattr(DEFAULT_LIMITS, name), metavar="N",
+                            help=help_text + " (default: %(default)s)")
     return parser
 
 
-async def _serve(args: argparse.Namespace, faults: F.FaultSet) -> int:
+_LIMIT_HELP = {
+    "max_id_length": "longest message_id, request_id, shared_state_key, agent name, delivery id, ... "
+                     "in characters; longer -> error too_large",
+    "max_content_length": "longest content of a user_message or push, in characters; longer -> error too_large",
+    "max_history": "processed messages kept per user (processed_message_ids and history); the oldest "
+                   "are dropped and agent_state.processed_message_ids_trimmed says how many",
+    "max_history_chars": "characters of ids + contents kept per user in that history; the oldest are dropped",
+    "max_dedup_ids": "message_ids remembered per user for duplicate detection; the oldest is forgotten "
+                     "early (queue_state.dedup_evicted_total)",
+    "max_agents": "agents per configure_agents, and target_agents per message; more -> error too_large",
+    "max_shared_state_keys": "shared_state keys per agent; the oldest is dropped "
+                             "(all_agent_states.shared_state_trimmed)",
+    "max_queue_capacity": "largest queue_capacity (--queue-capacity and configure_session); "
+                          "larger -> error too_large",
+    "max_offline_capacity": "largest offline_capacity (--offline-capacity and configure_session); "
+                            "larger -> error too_large",
+    "max_users": "users the server keeps; a new one is refused (HTTP 503 on connect, error "
+                 "too_many_users on push)",
+    "max_outbox_bytes": "unsent output of one connection before the server cuts it off "
+                        "(a client that does not read)",
+}
+
+
+async def _serve(args: argparse.Namespace, faults: F.FaultSet, limits: Limits) -> int:
     server = MockServer(
         faults,
+        limits=limits,
         processing_ms=args.processing_ms,
         throughput_processing_ms=args.throughput_processing_ms,
         queue_capacity=args.queue_capacity,
@@ -165,22 +199,30 @@ async def _serve(args: argparse.Namespace, faults: F.FaultSet) -> int:
     return 0
 
 
+def _usage_error(message: str) -> int:
+    """``apex-mock: <message>`` as one line on stderr; exit code 2."""
+    sys.stderr.write(f"apex-mock: {message}\n")
+    sys.stderr.flush()
+    return 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.list_faults:
+        print(F.describe_faults(indent=""), flush=True)
+        return 0
     try:
         faults = F.parse_faults(args.fault)
-    except F.UnknownFault as exc:
-        sys.stderr.write(
-            f"apex-mock: unknown fault mode(s): {', '.join(exc.names)}\n"
-            f"valid fault modes:\n{F.describe_faults()}\n"
-        )
-        sys.stderr.flush()
-        return 2
+    except F.UnknownFault as exc:  # one line: it is shown wherever the start fails (a Robot suite setup)
+        return _usage_error(str(exc))
     except F.FaultValueError as exc:
-        sys.stderr.write(f"apex-mock: {exc}\nvalid fault modes:\n{F.describe_faults()}\n")
-        sys.stderr.flush()
-        return 2
+        return _usage_error(f"{exc} ({F.LIST_FAULTS_HINT})")
+    limits = Limits(**{name: getattr(args, name) for name in _LIMIT_HELP})
+    for setting, (limit_name, option) in SETTING_LIMITS.items():
+        value, limit = getattr(args, setting), getattr(limits, limit_name)
+        if value > limit:
+            return _usage_error(f"--{setting.replace('_', '-')} {value} is above {option} {limit}")
     _configure_logging(args.log_file)
 
     loop_factory = None
@@ -192,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ImportError:
             loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(_serve(args, faults))
+        return runner.run(_serve(args, faults, limits))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,13 @@ Clocks are injectable:
 * ``clock``   -- monotonic seconds (float); duplicate window and offline expiry;
 * ``wall_ns`` -- wall-clock nanoseconds; ``processed_at_ns`` and ``queued_at``;
 * ``rss``     -- callable returning the server process RSS in bytes.
+
+What one user can make the mock keep is bounded by :class:`Limits` (server settings,
+not changed by ``configure_session``); every bound reached is counted in a shared
+:class:`LimitCounters` (``server_stats.limits``), and a bound that drops
+information a check reads is also said in the reply that shows it
+(``agent_state.processed_message_ids_trimmed``, ``all_agent_states.shared_state_trimmed``,
+``queue_state.dedup_evicted_total``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -56,12 +64,23 @@ def retry_after_ms(waiting: int, per_message_ms: float) -> int:
 
 
 class ProtocolError(Exception):
-    """A request the server refuses with an ``error`` frame."""
+    """A request the server refuses with an ``error`` frame.
 
-    def __init__(self, code: str, message: str):
+    ``extra`` are further fields of the error frame (``too_large``: ``field``, ``limit``).
+    """
+
+    def __init__(self, code: str, message: str, **extra: Any):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.extra = extra
+
+    def frame(self, request: dict | None = None) -> dict:
+        """The ``error`` frame; a field refused as too large is not echoed."""
+        field_ = self.extra.get("field")
+        if isinstance(request, dict) and field_ in ("message_id", "request_id"):
+            request = {k: v for k, v in request.items() if k != field_}
+        return {**error_frame(self.code, self.message, request), **self.extra}
 
 
 def is_scalar(value: Any) -> bool:
@@ -86,6 +105,109 @@ def error_frame(code: str, message: str, request: dict | None = None) -> dict:
         if isinstance(mid, str) and mid:
             frame["message_id"] = mid
     return frame
+
+
+# --------------------------------------------------------------------------- limits
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one user (and one client) can make the mock keep; server settings (``apex-mock
+    --max-...``), not changed by ``configure_session``. Defaults are far above what the suites
+    use (at most ~15,000 processed messages per user in a run, ids under 100 characters)."""
+
+    max_id_length: int = 256  # message_id, request_id, shared_state_key, agent names, ... (characters)
+    max_content_length: int = 65_536  # content of a user_message or push (characters)
+    max_history: int = 100_000  # processed messages kept per user (ids + history), oldest dropped
+    max_history_chars: int = 8_388_608  # characters of kept ids + contents per user, oldest dropped
+    max_dedup_ids: int = 100_000  # message_ids in a user's duplicate window, oldest forgotten early
+    max_agents: int = 64  # agents per configure_agents (and target_agents per message)
+    max_shared_state_keys: int = 1_000  # shared_state keys per agent, oldest dropped
+    max_queue_capacity: int = 10_000  # largest queue_capacity configure_session may set
+    max_offline_capacity: int = 10_000  # largest offline_capacity configure_session may set
+    max_users: int = 10_000  # users the server keeps (connections and pushes of new ones refused)
+    max_outbox_bytes: int = 256 * 2**20  # unsent output per connection before it is cut off
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def problems(self) -> str:
+        """Why these limits cannot be used ("" if they can)."""
+        bad = [f"{name} must be an integer >= 1, got {value!r}" for name, value in self.as_dict().items()
+               if not (_is_int(value) and value >= 1)]
+        return "; ".join(bad)
+
+
+@dataclass
+class LimitCounters:
+    """How often a bound was reached, server-wide (``server_stats.limits``)."""
+
+    history_trimmed: int = 0  # processed messages dropped from ids + history (oldest first)
+    dedup_evicted: int = 0  # message_ids forgotten before their duplicate window ended
+    shared_state_trimmed: int = 0  # shared_state keys dropped (oldest first)
+    oversized_refused: int = 0  # frames refused with error too_large
+    users_refused: int = 0  # connections (HTTP 503) and pushes (error too_many_users) of new users
+    outbox_closed: int = 0  # connections closed because they did not read their output
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+DEFAULT_LIMITS = Limits()
+
+#: Top-level string fields of any frame that are bounded by ``max_id_length``.
+_ID_FIELDS = ("message_id", "request_id", "shared_state_key", "probe_id")  # user ids have a fixed form
+#: List fields whose entries are bounded by ``max_id_length`` (and, but for ``delivery_ids``, whose
+#: length is bounded by ``max_agents``).
+_ID_LIST_FIELDS = ("agents", "target_agents", "delivery_ids")
+_CLIP = 60
+MAX_TYPE_LENGTH = 64  # the longest type is 20 characters; a longer one is refused, not echoed
+
+
+def clip(text: str, limit: int = _CLIP) -> str:
+    """``repr(text)``, cut to ``limit`` characters with the full length said (for error messages)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def _too_large(name: str, what: str, size: int, limit: int, option: str, unit: str = "characters") -> ProtocolError:
+    return ProtocolError(
+        "too_large",
+        f"{what} has {size} {unit}; the limit is {limit} (apex-mock {option})",
+        field=name,
+        limit=limit,
+    )
+
+
+def check_sizes(frame: dict, limits: Limits = DEFAULT_LIMITS) -> None:
+    """Raise ProtocolError ``too_large`` if a string or list of ``frame`` exceeds ``limits``.
+
+    Never truncates: an oversized frame is refused as a whole, naming the field and the limit.
+    """
+    get = frame.get
+    t = get("type")
+    if t.__class__ is str and len(t) > MAX_TYPE_LENGTH:
+        raise ProtocolError("too_large", f"field 'type' has {len(t)} characters; the limit is {MAX_TYPE_LENGTH}",
+                            field="type", limit=MAX_TYPE_LENGTH)
+    max_id = limits.max_id_length
+    for name in _ID_FIELDS:
+        v = get(name)
+        if v.__class__ is str and len(v) > max_id:
+            raise _too_large(name, f"field '{name}'", len(v), max_id, "--max-id-length")
+    v = get("content")
+    if v.__class__ is str and len(v) > limits.max_content_length:
+        raise _too_large("content", "field 'content'", len(v), limits.max_content_length,
+                         "--max-content-length")
+    for name in _ID_LIST_FIELDS:
+        v = get(name)
+        if v.__class__ is not list:
+            continue
+        if name != "delivery_ids" and len(v) > limits.max_agents:
+            raise _too_large(name, f"field '{name}'", len(v), limits.max_agents, "--max-agents", "entries")
+        for item in v:
+            if item.__class__ is str and len(item) > max_id:
+                raise _too_large(name, f"an entry of field '{name}'", len(item), max_id, "--max-id-length")
 
 
 # --------------------------------------------------------------------------- field validation
@@ -208,7 +330,25 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def validate_settings(frame: dict) -> dict[str, Any]:
+#: Settings whose largest value is a server limit: name -> (Limits field, apex-mock option).
+SETTING_LIMITS: dict[str, tuple[str, str]] = {
+    "queue_capacity": ("max_queue_capacity", "--max-queue-capacity"),
+    "offline_capacity": ("max_offline_capacity", "--max-offline-capacity"),
+}
+
+
+def _setting_over_limit(name: str, value: Any, limits: Limits) -> ProtocolError | None:
+    bound = SETTING_LIMITS.get(name)
+    if bound is None:
+        return None
+    limit = getattr(limits, bound[0])
+    if value <= limit:
+        return None
+    return ProtocolError("too_large", f"field '{name}' is {value}; the limit is {limit} (apex-mock {bound[1]})",
+                         field=name, limit=limit)
+
+
+def validate_settings(frame: dict, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     """Return the settings changes requested by a configure_session frame."""
     changes: dict[str, Any] = {}
     for key, value in frame.items():
@@ -217,22 +357,27 @@ def validate_settings(frame: dict) -> dict[str, Any]:
         rule = SETTING_RULES.get(key)
         if rule is None:
             raise ProtocolError(
-                "bad_field", f"unknown field '{key}' (known: {', '.join(SETTING_RULES)})"
+                "bad_field", f"unknown field {clip(key)} (known: {', '.join(SETTING_RULES)})"
             )
         check, expected = rule
         if not check(value):
             raise ProtocolError("bad_field", f"field '{key}' must be {expected}")
+        over = _setting_over_limit(key, value, limits)
+        if over is not None:
+            raise over
         changes[key] = value
     return changes
 
 
-def settings_problems(settings: Settings) -> str:
-    """Why ``settings`` breaks SETTING_RULES ("" if it does not): for MockServer's defaults."""
+def settings_problems(settings: Settings, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Why ``settings`` breaks SETTING_RULES or ``limits`` ("" if it does not): for MockServer's defaults."""
     problems = []
     for name, (check, expected) in SETTING_RULES.items():
         value = getattr(settings, name)
         if not check(value):
             problems.append(f"{name} must be {expected}, got {value!r}")
+        elif (over := _setting_over_limit(name, value, limits)) is not None:
+            problems.append(over.message)
     return "; ".join(problems)
 
 
@@ -347,8 +492,13 @@ class UserCore:
         wall_ns: Callable[[], int] = time.time_ns,
         rss: Callable[[], int] = lambda: 0,
         delivery_ids: Callable[[], str] | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        counters: LimitCounters | None = None,
     ):
         self.user_id = user_id
+        self.limits = limits
+        #: shared by every user of a server (server_stats.limits)
+        self.counters = counters if counters is not None else LimitCounters()
         self.settings = settings.copy() if settings else Settings()
         self.faults = frozenset(faults)
         self.clock = clock
@@ -361,14 +511,19 @@ class UserCore:
         # agent state
         self.message_count = 0
         self.last_sequence_id: int | None = None
-        self.processed_message_ids: list[str] = []
-        self.history: list[str] = []
+        # the newest max_history processed messages (and at most max_history_chars of them)
+        self.processed_message_ids: deque[str] = deque()
+        self.history: deque[str] = deque()
+        self._history_chars = 0
+        self.history_trimmed = 0  # processed messages dropped from the front of both
+        self.dedup_evicted = 0  # message_ids forgotten before their duplicate window ended
         self.conversation_complete = False
         self._last_processed: tuple[str, int | None] | None = None
         self._prev: tuple | None = None  # snapshot before the last processed message
         # agents
         self.agents: dict[str, AgentRecord] = {}
         self._agent_tally: dict[str, int] = {}
+        self._shared_state_trimmed: dict[str, int] = {}
         # counters
         self.max_queue_size_seen = 0
         self.admitted_total = 0
@@ -392,10 +547,12 @@ class UserCore:
         """Handle one decoded request frame of a user-scope type.
 
         Returns (immediate replies, admitted job or None). Validation problems
-        become ``error`` frames; nothing is changed in that case.
+        become ``error`` frames; nothing is changed in that case. A frame with a string or
+        list beyond ``limits`` is refused whole (``too_large``) before anything else.
         """
         t = frame.get("type")
         try:
+            check_sizes(frame, self.limits)
             if t == "user_message":
                 return self.admit_user_message(frame, origin)
             if t == "throughput_test":
@@ -414,8 +571,10 @@ class UserCore:
                 self.offline.ack(validate_ack(frame))
                 return [], None  # ack has no reply
         except ProtocolError as exc:
-            return [error_frame(exc.code, exc.message, frame)], None
-        return [error_frame("unknown_type", f"unknown type {t!r}", frame)], None
+            if exc.code == "too_large":
+                self.counters.oversized_refused += 1
+            return [exc.frame(frame)], None
+        return [error_frame("unknown_type", f"unknown type {clip(str(t))}", frame)], None
 
     # ------------------------------------------------------------------ admission
 
@@ -523,8 +682,13 @@ class UserCore:
         if refusal is not None:
             return [refusal], None
         # 3. admitted
-        self.seen[message_id] = (now, seq)
-        self.seen.move_to_end(message_id)
+        seen = self.seen
+        seen[message_id] = (now, seq)
+        seen.move_to_end(message_id)
+        if len(seen) > self.limits.max_dedup_ids:  # bounded by count as well as by time
+            seen.popitem(last=False)
+            self.dedup_evicted += 1
+            self.counters.dedup_evicted += 1
         job = Job(
             kind="user_message",
             message_id=message_id,
@@ -601,19 +765,26 @@ class UserCore:
                 self.in_flight = None
 
     def _complete_user_message(self, job: Job) -> dict:
+        ids, history = self.processed_message_ids, self.history
         self._prev = (
             self.message_count,
             self.last_sequence_id,
-            len(self.processed_message_ids),
-            len(self.history),
+            len(ids) + self.history_trimmed,  # positions counted from the first message ever
+            len(history) + self.history_trimmed,
             self.conversation_complete,
             self._last_processed,
         )
         seq = job.sequence_id
         self.message_count += 1
         self.last_sequence_id = seq
-        self.processed_message_ids.append(job.message_id)
-        self.history.append(job.content)
+        ids.append(job.message_id)
+        history.append(job.content)
+        self._history_chars += len(job.message_id) + len(job.content)
+        limits = self.limits
+        while len(ids) > 1 and (len(ids) > limits.max_history or self._history_chars > limits.max_history_chars):
+            self._history_chars -= len(ids.popleft()) + len(history.popleft())
+            self.history_trimmed += 1
+            self.counters.history_trimmed += 1
         self._last_processed = (job.message_id, seq)
         if job.end_of_conversation:
             self.conversation_complete = True
@@ -635,7 +806,12 @@ class UserCore:
             agent.messages_processed += 1
             self._agent_tally[name] = self._agent_tally.get(name, 0) + 1
             agent.last_processed_sequence = recorded_seq
-            agent.shared_state[key] = recorded_value
+            shared = agent.shared_state
+            if key not in shared and len(shared) >= limits.max_shared_state_keys:
+                del shared[next(iter(shared))]  # the oldest key
+                self._shared_state_trimmed[name] = self._shared_state_trimmed.get(name, 0) + 1
+                self.counters.shared_state_trimmed += 1
+            shared[key] = recorded_value
             contributing.append({"agent": name, "processed_sequence": recorded_seq})
 
         return reply(
@@ -652,14 +828,16 @@ class UserCore:
     # ------------------------------------------------------------------ state queries
 
     def _state_view(self) -> tuple:
-        """(count, last_seq, ids, history, complete, last_processed) as reported."""
+        """(count, last_seq, ids, history, complete, last_processed) as reported; ids and
+        history are the kept ones (``history_trimmed`` older ones were dropped)."""
         if F.STALE_STATE in self.faults and self._prev is not None:
             count, last_seq, n_ids, n_hist, complete, last = self._prev
+            trimmed = self.history_trimmed
             return (
                 count,
                 last_seq,
-                self.processed_message_ids[:n_ids],
-                self.history[:n_hist],
+                list(itertools.islice(self.processed_message_ids, max(0, n_ids - trimmed))),
+                list(itertools.islice(self.history, max(0, n_hist - trimmed))),
                 complete,
                 last,
             )
@@ -672,9 +850,9 @@ class UserCore:
             self._last_processed,
         )
 
-    @staticmethod
-    def _invariants_broken(count, last_seq, ids, history, last) -> bool:
-        if not (count == len(ids) == len(history)):
+    def _invariants_broken(self, count, last_seq, ids, history, last) -> bool:
+        trimmed = self.history_trimmed
+        if not (count == len(ids) + trimmed == len(history) + trimmed):
             return True
         if len(set(ids)) != len(ids):
             return True
@@ -708,6 +886,9 @@ class UserCore:
             message_count=count,
             last_sequence_id=last_seq,
             processed_message_ids=ids,
+            # > 0: the oldest ids (and history) were dropped at --max-history / --max-history-chars,
+            # so processed_message_ids is not every processed message
+            processed_message_ids_trimmed=self.history_trimmed,
             conversation_context={"history": history, "message_count": count},
             conversation_complete=complete,
             memory_usage={"rss": self.rss(), "total_objects": self.total_objects()},
@@ -736,6 +917,7 @@ class UserCore:
             processed_total=self.processed_total,
             queue_full_total=self.queue_full_total,
             duplicate_total=self.duplicate_total,
+            dedup_evicted_total=self.dedup_evicted,
             processing_ms=settings.processing_ms,
             throughput_processing_ms=settings.throughput_processing_ms,
             throughput_dropped_total=self.throughput_dropped_total,
@@ -753,7 +935,7 @@ class UserCore:
         )
 
     def configure_session(self, request: dict) -> dict:
-        changes = validate_settings(request)
+        changes = validate_settings(request, self.limits)
         for key, value in changes.items():
             setattr(self.settings, key, value)
         return reply("session_configured", request, **self.settings.as_dict())
@@ -771,8 +953,10 @@ class UserCore:
             raise ProtocolError(
                 "bad_field", "field 'agents' must be a non-empty list of unique non-empty strings"
             )
+        check_sizes({"agents": agents}, self.limits)
         self.agents = {name: AgentRecord() for name in agents}
         self._agent_tally = {name: 0 for name in agents}
+        self._shared_state_trimmed = {}
         return reply("agents_configured", request, agents=list(agents))
 
     def all_agent_states(self, request: dict | None = None) -> dict:
@@ -784,6 +968,8 @@ class UserCore:
             "all_agent_states",
             request,
             agents={name: rec.as_dict() for name, rec in self.agents.items()},
+            # per agent: shared_state keys dropped (oldest first) at --max-shared-state-keys
+            shared_state_trimmed={name: self._shared_state_trimmed.get(name, 0) for name in self.agents},
             corrupted=agents_broken or self.corrupted(),
         )
 

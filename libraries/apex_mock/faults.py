@@ -17,6 +17,7 @@ that :func:`parse_faults` returns (the default when no value was given).
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -226,10 +227,32 @@ SLOW_DELAY_S = 1.2
 SLOW_RECONNECT_S = 0.6
 
 
+LIST_FAULTS_HINT = "apex-mock --list-faults lists every fault"
+
+
 class UnknownFault(ValueError):
+    """Fault names that are not registered; the message is one line (see :func:`unknown_fault_message`)."""
+
     def __init__(self, names: list[str]):
         self.names = names
-        super().__init__(f"unknown fault(s): {', '.join(names)}")
+        super().__init__(unknown_fault_message(names))
+
+
+def unknown_fault_message(names: list[str]) -> str:
+    """One line naming the unknown fault(s), with the closest known name of each
+    (``difflib``), or, when none is close, every known name (without descriptions).
+
+    ``Unknown mock fault 'reorderr'; did you mean 'reorder'? (apex-mock --list-faults lists every fault)``
+    """
+    close = {name: difflib.get_close_matches(name, FAULTS, n=1) for name in names}
+    noun = "fault" if len(names) == 1 else "faults"
+    if len(names) == 1 and close[names[0]]:
+        return f"Unknown mock fault {names[0]!r}; did you mean {close[names[0]][0]!r}? ({LIST_FAULTS_HINT})"
+    if all(close.values()):
+        guesses = ", ".join(f"{name!r} (did you mean {close[name][0]!r}?)" for name in names)
+        return f"Unknown mock faults {guesses} ({LIST_FAULTS_HINT})"
+    given = ", ".join(repr(name) for name in names)
+    return f"Unknown mock {noun} {given}; the faults are: {', '.join(FAULTS)}"
 
 
 class FaultValueError(ValueError):

@@ -40,10 +40,15 @@ from websockets.exceptions import ConnectionClosed
 
 from . import faults as F
 from .core import (
+    DEFAULT_LIMITS,
     TOKEN_RE,
+    LimitCounters,
+    Limits,
     ProtocolError,
     Settings,
     UserCore,
+    check_sizes,
+    clip,
     error_frame,
     is_scalar,
     reply,
@@ -61,6 +66,7 @@ EXPIRY_TIMER_SLACK_S = 0.001  # fire the expiry timer just after the due time, n
 WORKER_YIELD_EVERY = 64  # due jobs a worker processes back to back before yielding to the loop
 READER_YIELD_EVERY = 64  # frames a reader handles back to back before yielding (lets workers run)
 WORKER_CATCH_UP_S = 0.05  # lateness a worker may make up by processing faster than scheduled
+DICT_PAYLOAD_BYTES = 256  # what an outbox entry stamped at send time (latency_response) counts
 WS_PATH = "/ws"
 HEALTH_PATH = "/health"
 
@@ -104,11 +110,18 @@ def parse_authorization(values: list[str]) -> tuple[str | None, str]:
 
 
 class Conn:
-    """One open WebSocket. ``send`` never blocks; ``run_sender`` writes in order."""
+    """One open WebSocket. ``send`` never blocks; ``run_sender`` writes in order.
 
-    __slots__ = ("conn_id", "frames", "is_admin", "open", "outbox", "peer", "user", "wake", "ws")
+    The outbox is bounded by bytes (``max_outbox_bytes``): a client that does not read its
+    output is cut off (``on_overflow``) instead of growing the server without bound.
+    """
 
-    def __init__(self, ws: ServerConnection, user: UserRuntime, conn_id: int, is_admin: bool):
+    __slots__ = ("conn_id", "frames", "is_admin", "max_outbox_bytes", "on_overflow", "open", "outbox",
+                 "outbox_bytes", "overflowed", "peer", "user", "wake", "ws")
+
+    def __init__(self, ws: ServerConnection, user: UserRuntime, conn_id: int, is_admin: bool,
+                 max_outbox_bytes: int = DEFAULT_LIMITS.max_outbox_bytes,
+                 on_overflow: Callable[[Conn], None] | None = None):
         self.ws = ws
         self.user = user
         self.conn_id = conn_id
@@ -119,9 +132,18 @@ class Conn:
         self.open = True
         self.peer = str(ws.remote_address)
         self.frames = 0  # inbound frames handled (the disconnect_every fault counts them)
+        self.outbox_bytes = 0  # bytes in the outbox, not yet written
+        self.max_outbox_bytes = max_outbox_bytes
+        self.on_overflow = on_overflow
+        self.overflowed = False
 
     def send(self, payload: Any, reroutable: bool = False) -> None:
         self.outbox.append((payload, reroutable))
+        self.outbox_bytes += len(payload) if isinstance(payload, bytes) else DICT_PAYLOAD_BYTES
+        if self.outbox_bytes > self.max_outbox_bytes and not self.overflowed:
+            self.overflowed = True
+            if self.on_overflow is not None:
+                self.on_overflow(self)
         self.wake.set()
 
     async def run_sender(self) -> None:
@@ -133,14 +155,17 @@ class Conn:
                 continue
             payload, reroutable = outbox.popleft()
             if isinstance(payload, dict):  # latency_response: stamp as late as possible
+                self.outbox_bytes -= DICT_PAYLOAD_BYTES
                 payload["server_send_ns"] = time.monotonic_ns()
                 data = orjson.dumps(payload)
             else:
+                self.outbox_bytes -= len(payload)
                 data = payload
             try:
                 await ws.send(data, text=True)
             except ConnectionClosed:
                 outbox.appendleft((payload, reroutable))  # not written: let close re-route it
+                self.outbox_bytes += len(data) if isinstance(payload, bytes) else DICT_PAYLOAD_BYTES
                 return
 
 
@@ -190,8 +215,16 @@ class MockServer:
         overflow_policy: str = "drop_oldest",
         offline_ttl_s: float = 300.0,
         without: Iterable[str] = (),
+        limits: Limits = DEFAULT_LIMITS,
     ):
         self.faults = F.parse_faults(faults)
+        #: What one user or client can make the server keep (``apex-mock --max-...``).
+        self.limits = limits
+        problems = limits.problems()
+        if problems:
+            raise ValueError(f"invalid MockServer limits: {problems}")
+        #: How often each limit was reached (server_stats.limits), shared by every user.
+        self.limit_counters = LimitCounters()
         #: Test-control operations this server pretends not to have (answered ``error
         #: unsupported``), to stand in for a production-like staging server.
         self.without = frozenset(without)
@@ -207,7 +240,7 @@ class MockServer:
             overflow_policy=overflow_policy,
             offline_ttl_s=offline_ttl_s,
         )
-        problems = settings_problems(self.defaults)
+        problems = settings_problems(self.defaults, limits)
         if problems:
             raise ValueError(f"invalid MockServer settings: {problems}")
         self.users: dict[str, UserRuntime] = {}
@@ -299,6 +332,11 @@ class MockServer:
             _event("auth_refused", level=logging.WARNING, peer=str(connection.remote_address),
                    reason=why.strip())
             return connection.respond(401, why)
+        if self._user_refused(user_id_for_token(token)):
+            _event("user_refused", level=logging.WARNING, peer=str(connection.remote_address),
+                   known_users=len(self.users))
+            return connection.respond(503, self._too_many_users() + "\n")
+        self._user(user_id_for_token(token))  # kept from now on: concurrent handshakes count it
         if F.SLOW_RECONNECT in self.faults:
             user = self.users.get(user_id_for_token(token))
             if user is not None and user.ever_connected:
@@ -313,10 +351,22 @@ class MockServer:
 
     def _new_core(self, user_id: str) -> UserCore:
         return UserCore(user_id, self.defaults, self.faults, rss=rss_bytes,
-                        delivery_ids=self._next_delivery_id)
+                        delivery_ids=self._next_delivery_id, limits=self.limits,
+                        counters=self.limit_counters)
 
     def _next_delivery_id(self) -> str:
         return f"dlv-{next(self._delivery_ids)}"
+
+    def _user_refused(self, user_id: str) -> bool:
+        """A new user beyond ``max_users`` (counted): the server keeps every user it saw."""
+        if user_id in self.users or len(self.users) < self.limits.max_users:
+            return False
+        self.limit_counters.users_refused += 1
+        return True
+
+    def _too_many_users(self) -> str:
+        limit = self.limits.max_users
+        return f"too many users: the server keeps {limit} users and knows {len(self.users)} (apex-mock --max-users)"
 
     def _user(self, user_id: str) -> UserRuntime:
         user = self.users.get(user_id)
@@ -332,7 +382,8 @@ class MockServer:
         assert token is not None  # checked in _process_request
         user_id = user_id_for_token(token)
         user = self._user(user_id)
-        conn = Conn(ws, user, next(self._conn_ids), token.startswith("admin-"))
+        conn = Conn(ws, user, next(self._conn_ids), token.startswith("admin-"),
+                    self.limits.max_outbox_bytes, self._on_outbox_overflow)
         resumed = user.ever_connected
         user.ever_connected = True
 
@@ -454,11 +505,24 @@ class MockServer:
             if job is not None:
                 self._ensure_worker(user)
             return
+        try:
+            check_sizes(frame, self.limits)
+        except ProtocolError as exc:
+            return self._refuse(conn, exc, frame)
         handler = self._SERVER_TYPES.get(t)
         if handler is None:
-            self._error(conn, "unknown_type", f"unknown type {t!r}", frame)
+            self._error(conn, "unknown_type", f"unknown type {clip(t)}", frame)
             return
         handler(self, conn, frame, recv_ns)
+
+    def _on_outbox_overflow(self, conn: Conn) -> None:
+        """``max_outbox_bytes``: the client does not read; cut it off (TCP abort, as no close
+        frame could get through). Its undelivered replies are re-routed as on any close."""
+        self.limit_counters.outbox_closed += 1
+        _event("outbox_overflow", logging.WARNING, conn=conn.conn_id, user=conn.user.core.user_id,
+               outbox_bytes=conn.outbox_bytes, outbox_frames=len(conn.outbox),
+               limit=self.limits.max_outbox_bytes)
+        conn.ws.transport.abort()
 
     def _engage_sticky_overload(self) -> None:
         """``sticky_overload``: from the first queue_full on, the server never recovers its rate."""
@@ -466,6 +530,12 @@ class MockServer:
         interval = 1 / F.STICKY_RATE
         self._throttle_interval = max(self._throttle_interval, interval)
         _event("fault_sticky_overload", logging.WARNING, rate=F.STICKY_RATE)
+
+    def _refuse(self, conn: Conn, exc: ProtocolError, frame: dict) -> None:
+        if exc.code == "too_large":
+            self.limit_counters.oversized_refused += 1
+        _event("protocol_error", conn=conn.conn_id, code=exc.code, detail=exc.message)
+        conn.send(orjson.dumps(exc.frame(frame)))
 
     def _error(self, conn: Conn, code: str, message: str, frame: dict | None = None) -> None:
         _event("protocol_error", conn=conn.conn_id, code=code, detail=message)
@@ -511,6 +581,8 @@ class MockServer:
                     faults=self.faults.labels(),
                     cpu_seconds=cpu_seconds(),
                     processed_total=sum(u.core.processed_total for u in self.users.values()),
+                    limits=self.limit_counters.as_dict(),
+                    limit_settings=self.limits.as_dict(),
                 )
             )
         )
@@ -541,6 +613,8 @@ class MockServer:
             push = validate_push(frame)
         except ProtocolError as exc:
             return self._error(conn, exc.code, exc.message, frame)
+        if self._user_refused(push.to_user):
+            return self._error(conn, "too_many_users", self._too_many_users(), frame)
         target = self._user(push.to_user)  # created lazily
         online = target.connections[-1] if target.connections else None
         body = {

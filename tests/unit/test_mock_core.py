@@ -260,6 +260,7 @@ def test_agent_state_shape_and_invariants():
         "message_count": 0,
         "last_sequence_id": None,
         "processed_message_ids": [],
+        "processed_message_ids_trimmed": 0,
         "conversation_context": {"history": [], "message_count": 0},
         "conversation_complete": False,
         "memory_usage": {"rss": 1234, "total_objects": 0},
@@ -773,3 +774,118 @@ def test_settings_problems_names_every_bad_default():
     problems = settings_problems(Settings(offline_capacity=0, overflow_policy="drop_all"))
     assert "offline_capacity must be an integer >= 1, got 0" in problems
     assert "overflow_policy must be one of drop_oldest, drop_newest, reject, got 'drop_all'" in problems
+
+
+# --------------------------------------------------------------------------- limits
+
+
+def limited(faults=(), **limits) -> UserCore:
+    from apex_mock.core import Limits
+
+    return UserCore("user-test", Settings(), faults, clock=FakeClock(), wall_ns=lambda: 42,
+                    limits=Limits(**limits))
+
+
+def test_oversized_strings_are_refused_whole_naming_field_and_limit():
+    core = limited(max_id_length=8, max_content_length=10, max_agents=2)
+    cases = [
+        (msg("m" * 9), "message_id", 8, "field 'message_id' has 9 characters; the limit is 8 (apex-mock --max-id-length)"),
+        ({**msg("m1"), "content": "x" * 11}, "content", 10,
+         "field 'content' has 11 characters; the limit is 10 (apex-mock --max-content-length)"),
+        ({**msg("m1"), "shared_state_key": "k" * 9}, "shared_state_key", 8, None),
+        ({"type": "get_agent_state", "request_id": "r" * 9}, "request_id", 8, None),
+        ({"type": "configure_agents", "agents": ["a", "b", "c"]}, "agents", 2,
+         "field 'agents' has 3 entries; the limit is 2 (apex-mock --max-agents)"),
+        ({"type": "configure_agents", "agents": ["a", "b" * 9]}, "agents", 8,
+         "an entry of field 'agents' has 9 characters; the limit is 8 (apex-mock --max-id-length)"),
+        ({"type": "ack", "delivery_ids": ["d" * 9]}, "delivery_ids", 8, None),
+    ]
+    for frame, field_, limit, message in cases:
+        replies, job = core.handle(frame)
+        assert job is None
+        (err,) = replies
+        assert (err["type"], err["code"], err["field"], err["limit"]) == ("error", "too_large", field_, limit), err
+        if message is not None:
+            assert err["message"] == message
+        if field_ in ("message_id", "request_id"):
+            assert field_ not in err  # the oversized value is not echoed back
+    assert core.counters.oversized_refused == len(cases)
+    assert core.agent_state()["message_count"] == 0 and core.seen == {}  # nothing kept, nothing truncated
+
+
+def test_configured_capacities_are_bounded_by_the_server_limits():
+    core = limited(max_queue_capacity=50, max_offline_capacity=20)
+    (err,), _ = core.handle({"type": "configure_session", "queue_capacity": 51, "request_id": 1})
+    assert err == {"type": "error", "code": "too_large", "request_id": 1, "field": "queue_capacity", "limit": 50,
+                   "message": "field 'queue_capacity' is 51; the limit is 50 (apex-mock --max-queue-capacity)"}
+    (err,), _ = core.handle({"type": "configure_session", "offline_capacity": 10**12})
+    assert err["code"] == "too_large" and err["field"] == "offline_capacity"
+    (ok,), _ = core.handle({"type": "configure_session", "queue_capacity": 50, "offline_capacity": 20})
+    assert ok["type"] == "session_configured" and ok["queue_capacity"] == 50
+    (err,), _ = core.handle({"type": "configure_session", "k" * 5000: 1})
+    assert err["code"] == "bad_field" and len(err["message"]) < 400  # the key is clipped in the message
+    from apex_mock.core import Limits
+
+    assert "'queue_capacity' is 600; the limit is 50" in settings_problems(Settings(queue_capacity=600),
+                                                                         Limits(max_queue_capacity=50))
+
+
+def test_history_keeps_the_newest_and_says_how_many_were_trimmed():
+    core = limited(max_history=3)
+    for i in range(5):
+        admit(core, msg(f"m{i}", i))
+    drain(core)
+    st = core.agent_state()
+    assert st["processed_message_ids"] == ["m2", "m3", "m4"]
+    assert st["conversation_context"] == {"history": ["c-m2", "c-m3", "c-m4"], "message_count": 5}
+    assert st["message_count"] == 5 and st["processed_message_ids_trimmed"] == 2
+    assert st["corrupted"] is False and core.counters.history_trimmed == 2
+    # dedup is not the history: a trimmed id is still a duplicate within the window
+    assert admit(core, msg("m0", 9))[0][0]["type"] == "duplicate_rejected"
+
+
+def test_history_is_bounded_by_characters_too():
+    core = limited(max_history_chars=30)  # ids + contents: "m0" + "c-m0" = 6 characters a message
+    for i in range(8):
+        admit(core, msg(f"m{i}", i))
+    drain(core)
+    st = core.agent_state()
+    assert st["processed_message_ids"] == [f"m{i}" for i in range(3, 8)]
+    assert st["processed_message_ids_trimmed"] == 3 and st["corrupted"] is False
+    core = limited(max_history_chars=1)  # one message alone is over: the newest is always kept
+    admit(core, msg("only", 1))
+    drain(core)
+    assert core.agent_state()["processed_message_ids"] == ["only"]
+
+
+def test_stale_state_view_stays_consistent_when_trimmed():
+    core = limited([F.STALE_STATE], max_history=2)
+    for i in range(4):
+        admit(core, msg(f"m{i}", i))
+    drain(core)
+    st = core.agent_state()  # as before the last message: m0..m2 processed, m0 trimmed by now
+    assert st["message_count"] == 3 and st["processed_message_ids"] == ["m2"]
+    assert st["processed_message_ids_trimmed"] == 2
+
+
+def test_dedup_window_is_bounded_by_count():
+    core = limited(max_dedup_ids=2)
+    for i in range(3):
+        admit(core, msg(f"m{i}", i))
+    assert list(core.seen) == ["m1", "m2"]
+    assert core.queue_state()["dedup_evicted_total"] == 1 and core.counters.dedup_evicted == 1
+    assert admit(core, msg("m2", 5))[0][0]["type"] == "duplicate_rejected"
+    assert admit(core, msg("m0", 6))[1] is not None  # forgotten early: admitted again, and counted
+
+
+def test_shared_state_keys_per_agent_are_bounded_and_reported():
+    core = limited(max_shared_state_keys=2)
+    core.handle({"type": "configure_agents", "agents": ["a", "b"]})
+    for i in range(4):
+        admit(core, msg(f"m{i}", i, target_agents=["a"] if i else ["a", "b"]))
+    drain(core)
+    states = core.all_agent_states()
+    assert states["agents"]["a"]["shared_state"] == {"m2": "m2@2", "m3": "m3@3"}
+    assert states["agents"]["a"]["messages_processed"] == 4  # counts are not trimmed
+    assert states["shared_state_trimmed"] == {"a": 2, "b": 0}
+    assert states["corrupted"] is False and core.counters.shared_state_trimmed == 2

@@ -357,21 +357,66 @@ def test_mock_server_validates_fault_parameters():
 @pytest.mark.parametrize(
     "spec,message",
     [
-        ("throttle=abc", "apex-mock: fault 'throttle' takes a positive number (messages per second), got 'abc'"),
-        ("reorder=3", "apex-mock: fault 'reorder' takes no value, got 'reorder=3'"),
-        ("throttle=0", "apex-mock: fault 'throttle' takes a positive number (messages per second), got '0'"),
-        ("nosuch=1", "apex-mock: unknown fault mode(s): nosuch\n"),
+        ("throttle=abc", "apex-mock: fault 'throttle' takes a positive number (messages per second), got 'abc' "
+                         "(apex-mock --list-faults lists every fault)\n"),
+        ("reorder=3", "apex-mock: fault 'reorder' takes no value, got 'reorder=3' "
+                      "(apex-mock --list-faults lists every fault)\n"),
+        ("throttle=0", "apex-mock: fault 'throttle' takes a positive number (messages per second), got '0' "
+                       "(apex-mock --list-faults lists every fault)\n"),
+        ("nosuch=1", "apex-mock: Unknown mock fault 'nosuch'; the faults are: reorder, duplicate_response, "),
+        ("reorderr", "apex-mock: Unknown mock fault 'reorderr'; did you mean 'reorder'? "
+                     "(apex-mock --list-faults lists every fault)\n"),
     ],
 )
-def test_cli_rejects_bad_fault_values_with_exit_2(spec, message):
+def test_cli_rejects_bad_fault_values_with_exit_2_in_one_line(spec, message):
     proc = subprocess.run(
         [sys.executable, "-m", "apex_mock", "--port", "0", "--fault", spec],
         check=False, capture_output=True, text=True, env=_env(), timeout=10,
     )
     assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "throttle[=RATE]" in proc.stderr  # the valid forms follow
+    assert proc.stderr.startswith(message)
+    assert proc.stderr.count("\n") == 1  # one line: no catalogue of descriptions
     assert proc.stdout == ""
+
+
+def test_cli_lists_faults():
+    proc = subprocess.run([sys.executable, "-m", "apex_mock", "--list-faults"],
+                          check=False, capture_output=True, text=True, env=_env(), timeout=10)
+    assert proc.returncode == 0 and proc.stderr == ""
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(F.FAULTS)
+    assert lines[0].startswith("reorder ") and any(line.startswith("throttle[=RATE] ") for line in lines)
+
+
+def test_unknown_fault_message_is_one_line_with_a_suggestion():
+    assert F.unknown_fault_message(["reorderr"]) == (
+        "Unknown mock fault 'reorderr'; did you mean 'reorder'? (apex-mock --list-faults lists every fault)"
+    )
+    assert F.unknown_fault_message(["reorderr", "slo"]) == (
+        "Unknown mock faults 'reorderr' (did you mean 'reorder'?), 'slo' (did you mean 'slow'?) "
+        "(apex-mock --list-faults lists every fault)"
+    )
+    no_match = F.unknown_fault_message(["zzz"])
+    assert no_match == f"Unknown mock fault 'zzz'; the faults are: {', '.join(F.FAULTS)}"
+    assert "\n" not in no_match and "per user" not in no_match  # names only, no descriptions
+    with pytest.raises(F.UnknownFault) as exc:
+        F.parse_faults(["reorder", "reorderr"])
+    assert exc.value.names == ["reorderr"] and str(exc.value) == F.unknown_fault_message(["reorderr"])
+
+
+def test_start_mock_reports_an_unknown_fault_in_one_line():
+    from MessagingLibrary.engine.mock_process import MockStartError, exit_message, start_mock
+
+    with pytest.raises(MockStartError) as exc:
+        start_mock(faults=["reorderr"], timeout=10)
+    assert str(exc.value) == F.unknown_fault_message(["reorderr"])
+    assert MockStartError.ROBOT_SUPPRESS_NAME is True  # Robot shows the line alone
+    assert exit_message(2, "usage: apex-mock ...\napex-mock: error: argument --port: x\n") == (
+        "apex-mock: error: argument --port: x"
+    )
+    assert exit_message(1, "apex-mock: cannot listen\n") == (
+        "apex-mock exited with code 1 before listening. Output: apex-mock: cannot listen"
+    )
 
 
 def test_cli_help_lists_the_parameter_forms_and_the_new_setting():

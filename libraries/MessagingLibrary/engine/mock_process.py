@@ -23,8 +23,28 @@ from pathlib import Path
 STARTUP_LINE = re.compile(r"apex-mock listening on (ws://(?P<host>[^\s/]+):(?P<port>\d+)/ws)")
 
 
+USAGE_ERROR = 2  # apex-mock's exit code for a bad command line (an unknown fault, say)
+
+
 class MockStartError(RuntimeError):
     """The mock did not start or did not become ready."""
+
+    ROBOT_SUPPRESS_NAME = True  # Robot shows the message alone, not "MockStartError: ..."
+
+
+def exit_message(code: int, output: str) -> str:
+    """Why the mock exited before listening, as one line when it can be.
+
+    A usage error (exit code 2) is the mock's own one-line explanation, e.g. ``Unknown mock
+    fault 'reorderr'; did you mean 'reorder'? (apex-mock --list-faults lists every fault)``:
+    a suite setup failure repeats it for every test, so nothing more is added.
+    """
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    if code == USAGE_ERROR and lines:
+        last = lines[-1]
+        # "apex-mock: Unknown mock fault ..." -> the explanation; argparse's "apex-mock: error: ..." stays whole
+        return last if last.startswith("apex-mock: error:") else last.removeprefix("apex-mock: ")
+    return f"apex-mock exited with code {code} before listening. Output: {output.strip()}"
 
 
 @dataclass
@@ -106,7 +126,7 @@ def start_mock(
             continue
         if line is None:
             code = process.wait(5)
-            raise MockStartError(f"apex-mock exited with code {code} before listening. Output: {''.join(seen).strip()}")
+            raise MockStartError(exit_message(code, "".join(seen)))
         seen.append(line)
         match = STARTUP_LINE.search(line)
         if match:
