@@ -258,12 +258,15 @@ class MessagingLibrary(DynamicCore):
         self.ctx.test_mark = self.ctx.history.mark()
         self.ctx.test_started_ns = time.perf_counter_ns()
         self.ctx.measurements = []
+        self.ctx.generator = None
+        self.ctx.inconclusive = []
 
     def _end_test(self, data, result) -> None:
         if result.failed:
             note = self.ctx.fault_note()
             if note and note not in result.message:
                 result.message += note
+        _judge_inconclusive(result, self.ctx.inconclusive)
         self._release(f"test:{data.id}")
         self.ctx.scope = self.ctx.suite_scope
         self.ctx.test_mark = self.ctx.history.mark()
@@ -306,3 +309,20 @@ class MessagingLibrary(DynamicCore):
     start_test = _start_test
     end_test = _end_test
     close = _close
+
+
+def _judge_inconclusive(result, reasons: list[str]) -> None:
+    """A test whose rate or latency could not be judged ends SKIP, ``Inconclusive: ...``, tagged ``inconclusive``.
+
+    Only a test that otherwise passed: a failure found anyway (a message lost, an answer out of
+    order) stays a failure, with the note added. See docs/measuring.md.
+    """
+    if not reasons:
+        return
+    text = "Inconclusive: " + "; ".join(reasons) + "."
+    result.tags.add("inconclusive")
+    if result.passed:
+        result.status = "SKIP"
+        result.message = text
+    elif text not in result.message:
+        result.message = (result.message + " [" + text + "]").strip()

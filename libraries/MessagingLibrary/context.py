@@ -52,6 +52,11 @@ class Measurement:
     operator: str = ""
     expected: Any = None
     passed: bool | None = None
+    #: Why this assertion could not judge the server (the load generator fell behind), or "".
+    inconclusive: str = ""
+    #: Whose figure it is: ``server`` (what the test judges) or ``generator`` (the load
+    #: generator's own health, shown beside the server's figures).
+    source: str = "server"
 
     @classmethod
     def exact(cls, name: str, value: Any, expected: Any, unit: str = "count") -> Measurement:
@@ -66,7 +71,16 @@ class Measurement:
             "operator": self.operator,
             "threshold": self.expected,
             "passed": self.passed,
+            "inconclusive": bool(self.inconclusive),
+            "source": self.source,
         }
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``FAIL``, ``INCONCLUSIVE`` or ``""`` (recorded, not asserted)."""
+        if self.inconclusive:
+            return "INCONCLUSIVE"
+        return {True: "PASS", False: "FAIL", None: ""}[self.passed]
 
 
 @dataclass
@@ -102,6 +116,12 @@ class Context:
     #: Appended to generated message ids when test users are not fresh (strategy ``fixed``),
     #: so a rerun's ``seq-msg-0`` is not rejected as a duplicate of the last run's.
     id_suffix: str = ""
+    #: The health of the latest open-loop generator in this test (engine.health.GeneratorHealth):
+    #: when it fell behind, rate and latency assertions are inconclusive. Reset per test.
+    generator: Any = None
+    #: Why this test's rate or latency could not be judged (one reason per run); the listener
+    #: turns a test that otherwise passed into SKIP with ``Inconclusive: ...``.
+    inconclusive: list[str] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self) -> int:
@@ -142,12 +162,19 @@ class Context:
         expected: Any,
         unit: str = "",
         message: str = "",
+        timing: bool | None = None,
     ) -> Any:
         """Record ``value`` and, when an operator is given, assert it against ``expected``.
 
         The row (measured, operator, threshold, passed) is kept for the test's measurement
         table whether the assertion passes or fails. ``expected`` is converted to the type of
         ``value``: a Robot time string (``500 ms``) when the unit is seconds.
+
+        ``timing``: the figure is a rate or a latency (by default: its unit is ``s`` or
+        ``msg/s``, or it is an achieved ratio or a degradation). Such an assertion is
+        *inconclusive* when the latest open-loop generator of this test fell behind its
+        schedule: the row says so, the reason is kept for the test's verdict, and nothing is
+        asserted (see :func:`is_timing`).
         """
         row = Measurement(name, value, unit)
         self.measurements.append(row)
@@ -157,6 +184,12 @@ class Context:
             return value
         converted = coerce_expected(expected, value, unit, operator)
         row.operator, row.expected = operator.value, converted
+        reason = self.generator_problem() if (is_timing(name, unit) if timing is None else timing) else ""
+        if reason:
+            row.inconclusive = reason
+            self.mark_inconclusive(reason)
+            logger.info(f"Inconclusive: {name} {operator.value} {format_value(converted, unit)} not judged: the load generator fell behind.")
+            return value
         try:
             verify_assertion(
                 value,
@@ -171,6 +204,43 @@ class Context:
             raise
         row.passed = True
         return value
+
+    # -- the generator's own health ----------------------------------------------------------
+
+    def note_generator(self, health: Any, what: str) -> None:
+        """Keep ``health`` (engine.health.GeneratorHealth) as this test's latest generator, with its rows.
+
+        The table then shows the generator's figures beside the server's: its late sends
+        against the bound (the judged one), writes that waited on the server, event-loop lag
+        and client CPU.
+        """
+        self.generator = health
+        reason = health.inconclusive_reason()
+        late = Measurement(
+            f"late sends (over {health.behind_threshold_s * 1000:g} ms, the generator's own) of {what}",
+            health.generator_late_sends, "count", "<=", health.allowed_late_sends,
+            None if reason else True, reason, "generator",
+        )
+        rows = [late, Measurement(
+            f"late sends (over {health.late_threshold_s * 1000:g} ms, any reason) of {what}",
+            health.late_sends, "count", source="generator"), Measurement(f"writes waiting on the server of {what}", health.write_waits, "count", source="generator")]
+        lag = health.loop_lag.get("p99_s")
+        if lag is not None:
+            rows.append(Measurement(f"event-loop lag p99 of {what}", round(lag, 6), "s", source="generator"))
+        rows.append(Measurement(f"client CPU (share of a core) of {what}", health.cpu_share, "ratio", source="generator"))
+        self.measurements.extend(rows)
+        if reason:
+            logger.warn(f"Inconclusive: {reason}.")
+        else:
+            logger.info(f"The load generator kept its schedule ({what}): {health.describe()}.")
+
+    def generator_problem(self) -> str:
+        """Why this test's latest open-loop run cannot judge rate or latency, or ``""``."""
+        return self.generator.inconclusive_reason() if self.generator is not None else ""
+
+    def mark_inconclusive(self, reason: str) -> None:
+        if reason not in self.inconclusive:
+            self.inconclusive.append(reason)
 
     def fault_note(self) -> str:
         """`` [Network faults injected in this test: ...]`` when the fault proxy injected any, else ``""``.
@@ -228,6 +298,15 @@ def coerce_expected(expected: Any, value: Any, unit: str, operator: AssertionOpe
     if value is None and isinstance(expected, str) and expected.strip().lower() in ("none", "null", "${none}"):
         return None
     return expected
+
+
+#: Units of rate and latency figures (judged only while the generator keeps its schedule).
+TIMING_UNITS = frozenset({"s", "msg/s"})
+
+
+def is_timing(name: str, unit: str) -> bool:
+    """Whether a figure is a rate or a latency: what a generator that fell behind cannot judge."""
+    return unit in TIMING_UNITS or "achieved ratio" in name or "degradation" in name
 
 
 def format_value(value: Any, unit: str) -> str:

@@ -77,6 +77,11 @@ def test_latency_runs_from_the_intended_send_time_so_a_stalled_sender_cannot_hid
     assert result.lateness["max_s"] >= 0.25
     assert result.latency["max_s"] >= 0.25
     assert result.answered == 500
+    # the generator judges itself: its loop was blocked, nothing waited on the server
+    health = result.generator
+    assert health.generator_late_sends >= 100 and health.write_waits == 0
+    assert health.fell_behind
+    assert health.inconclusive_reason().startswith("the load generator fell behind its schedule")
 
 
 def test_a_slow_server_shows_in_the_latency_not_in_the_send_rate():
@@ -87,7 +92,8 @@ def test_a_slow_server_shows_in_the_latency_not_in_the_send_rate():
         server.stop()
     assert result.answered == 100
     assert result.latency["p50_s"] >= F.SLOW_DELAY_S * 0.95
-    assert result.missed_sends == 0
+    assert result.sent == 100
+    assert result.generator.write_waits == 0  # a slow server still reads: no write waited on it
 
 
 def test_reordering_is_seen_in_arrival_order_and_named():
@@ -191,3 +197,25 @@ def test_a_server_without_configure_session_is_reported_not_waited_for():
     finally:
         server.stop()
     assert "answered error 'unsupported'" in problem
+
+
+def test_a_server_that_stops_reading_holds_the_writes_and_that_is_the_servers_fault_not_the_generators():
+    """TCP backpressure: the mock stops reading after 20 frames; 32 KB messages fill the socket
+    buffers, the client's writes wait, the connection counts as stalled after the stall timeout
+    and its later messages are not sent. The lateness that caused is excused: the generator kept
+    its schedule (late threshold 300 ms, so only the server's stall can make a send that late)."""
+    server = _start(f"{F.STOP_READING}=20")
+    try:
+        result = run(
+            plan(server.url, 400, 2.0, message_type="user_message", message_size=32768, stall_timeout_s=0.5,
+                 late_threshold_s=0.3, drain_timeout_s=1.0)
+        )
+    finally:
+        server.stop()
+    health = result.generator
+    assert result.stalled_connections == 1
+    assert result.blocked_sends > 0 and health.blocked_sends == result.blocked_sends
+    assert health.write_waits >= 1
+    assert result.delivered <= 20 < result.scheduled
+    assert not health.fell_behind, health.describe()
+    assert any("stalled: the server did not read" in reason for reason in result.close_reasons)

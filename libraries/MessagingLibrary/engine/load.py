@@ -33,6 +33,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from .health import DEFAULT_BEHIND_THRESHOLD_S, DEFAULT_MAX_LATE_FRACTION, FlowConnection, GeneratorHealth, LagProbe, SendClock, waits_on_peer
 from .metrics import LatencyHistogram
 from .schedule import Phase, Schedule
 from .session import MAX_FRAME_BYTES, describe_open_error
@@ -61,12 +62,23 @@ class LoadPlan:
     connections: int = 1
     message_type: str = "throughput_test"
     content: str = "load test message"
+    #: Pad each ``user_message``'s content to this many characters (0: ``content`` as is).
+    message_size: int = 0
+    #: How long one send may wait for the server to read (a full socket buffer: TCP
+    #: backpressure) before its connection counts as *stalled*: its later messages are not
+    #: sent (counted in ``blocked_sends``, the server's doing) so the run ends on time.
+    stall_timeout_s: float = 5.0
     #: One message in n is sent with priority ``high`` (spread by a hash, see is_high); 0: none.
     high_priority_every: int = 0
     drain_timeout_s: float = 10.0
     connect_timeout_s: float = 10.0
     #: A send later than this after its intended time counts as a missed send.
     late_threshold_s: float = 0.010
+    #: The generator fell behind (the run's rate and latency are inconclusive) when more than
+    #: ``max_late_fraction`` of its sends were later than ``behind_threshold_s`` for reasons
+    #: of its own (see engine.health).
+    behind_threshold_s: float = DEFAULT_BEHIND_THRESHOLD_S
+    max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION
     #: Reconnect a connection that closes, and resend its unanswered messages (same message_id).
     reconnect: bool = False
     #: Abort each connection after every n-th message it sends (injected drops); implies reconnect.
@@ -98,6 +110,12 @@ class LoadPlan:
             raise ValueError("verify_processing needs message_type user_message (throughput_test is not recorded).")
         if self.drop_every:
             self.reconnect = True
+        if self.message_size < 0 or self.stall_timeout_s <= 0:
+            raise ValueError("message_size must be >= 0 and stall_timeout_s > 0.")
+        if self.message_size and self.message_type != "user_message":
+            raise ValueError("message_size pads a user_message's content: use message_type user_message.")
+        if self.message_size > len(self.content):
+            self.content = self.content + " " + "x" * (self.message_size - len(self.content) - 1)
 
     def token_for(self, index: int) -> str:
         return self.tokens[index] if len(self.tokens) > 1 else self.tokens[0]
@@ -175,6 +193,8 @@ class LoadConnection:
         self.session_started: dict[str, Any] | None = None
         self.epoch_deliveries = 0
         self.catching_up = False
+        #: The server stopped reading this connection for longer than the stall timeout.
+        self.stalled = False
         self.reconnecting: asyncio.Task[None] | None = None
         self.injected = False
         self.closing = False
@@ -201,6 +221,7 @@ class LoadConnection:
                 max_size=MAX_FRAME_BYTES,
                 ping_interval=None,
                 close_timeout=2,
+                create_connection=FlowConnection,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
             self.open_error = describe_open_error(plan.url, error)
@@ -407,16 +428,34 @@ class LoadConnection:
             else:
                 self.engine.unsent += 1
             return
+        engine = self.engine
+        if self.stalled:
+            engine.clock.blocked()  # the server stopped reading: not sent, and not the generator's doing
+            return
         data = self.frame(seq)
         ts = time.perf_counter_ns()
+        engine.clock.before(intended_ns, ts)
+        paused, pauses = waits_on_peer(ws)
         try:
-            await ws.send(data, text=True)
+            if paused or ws.transport.get_write_buffer_size() + len(data) > ws.write_limit_high:
+                # The socket buffer is (nearly) full: this send may wait for the server to read.
+                # Bounded, so a server that stops reading cannot hold the whole run.
+                await asyncio.wait_for(ws.send(data, text=True), engine.plan.stall_timeout_s)
+            else:
+                await ws.send(data, text=True)
         except ConnectionClosed:
-            if not self.engine.plan.reconnect:
-                self.engine.unsent += 1
+            if not engine.plan.reconnect:
+                engine.unsent += 1
             return
+        except TimeoutError:
+            # The frame is written to the transport's buffer; the server has not read for the
+            # stall timeout. Later messages of this connection are not sent.
+            self.stalled = True
+            engine.note_stall(self.name)
+        finally:
+            engine.clock.after(time.perf_counter_ns() - ts, paused or ws.pauses != pauses)
         tracker.sent = seq + 1
-        self.engine.on_send(seq * self.engine.width + self.index, intended_ns, ts)
+        engine.on_send(seq * engine.width + self.index, ts)
         self._maybe_drop()
 
     def _maybe_drop(self) -> None:
@@ -471,13 +510,15 @@ class LoadEngine:
         self.start_ns = 0
         self.stopping = False
         self.latency = LatencyHistogram()
-        self.lateness = LatencyHistogram()
+        #: The generator's own health: lateness (excused when writes waited on the server),
+        #: event-loop lag and CPU (see engine.health).
+        self.clock = SendClock(plan.late_threshold_s, plan.behind_threshold_s)
+        self.probe = LagProbe()
         self.thirds = [LatencyHistogram() for _ in range(3)]
         self.reconnect_ns = LatencyHistogram()
         self.phases = [
             PhaseFigures(phase, *self.schedule.phase_bounds(p)) for p, phase in enumerate(self.schedule.phases)
         ]
-        self.missed_sends = 0
         self.deferred_sends = 0
         self.unsent = 0
         self.unmatched = 0
@@ -485,6 +526,7 @@ class LoadEngine:
         self.other_frames = 0
         self.error_codes: dict[str, int] = {}
         self.close_reasons: list[str] = []
+        self.stalls = 0
         self.first_refusal_ns: int | None = None
         self.refused_high = 0
         self.answered_high = 0
@@ -494,7 +536,6 @@ class LoadEngine:
         self.processing: dict[str, Any] | None = None
         self.send_done_ns = 0
         self.end_ns = 0
-        self._late_ns = int(plan.late_threshold_s * 1e9)
         self._third_ns = max(1, int(self.schedule.duration_s * 1e9 / 3))
 
     # -- schedule ----------------------------------------------------------------------------
@@ -511,11 +552,8 @@ class LoadEngine:
 
     # -- callbacks from the connections ------------------------------------------------------
 
-    def on_send(self, k: int, intended_ns: int, ts: int) -> None:
-        late = ts - intended_ns
-        self.lateness.record_ns(max(0, late))
-        if late > self._late_ns:
-            self.missed_sends += 1
+    def on_send(self, k: int, ts: int) -> None:
+        """Message ``k`` went out at ``ts`` (its lateness is in :attr:`clock`)."""
         self._phase_sent(k, ts)
 
     def on_deferred_send(self, k: int) -> None:
@@ -554,6 +592,14 @@ class LoadEngine:
     def note_error(self, frame: dict[str, Any]) -> None:
         code = str(frame.get("code"))
         self.error_codes[code] = self.error_codes.get(code, 0) + 1
+
+    def note_stall(self, name: str) -> None:
+        self.stalls += 1
+        if len(self.close_reasons) < MAX_REASONS:
+            self.close_reasons.append(
+                f"connection {name} stalled: the server did not read for {self.plan.stall_timeout_s:g} s "
+                "(TCP backpressure); its later messages were not sent"
+            )
 
     def note_close(self, name: str, code: int | None, reason: str | None) -> None:
         if len(self.close_reasons) < MAX_REASONS:
@@ -602,9 +648,13 @@ class LoadEngine:
     async def run(self, lead_s: float = 0.02) -> LoadResult:
         """Send the schedule, wait for the answers (at most ``drain_timeout_s``), return the figures."""
         self.start_ns = time.perf_counter_ns() + int(lead_s * 1e9)
-        await self._send_all()
-        self.send_done_ns = time.perf_counter_ns()
-        await self._drain()
+        self.probe.start()
+        try:
+            await self._send_all()
+            self.send_done_ns = time.perf_counter_ns()
+            await self._drain()
+        finally:
+            await self.probe.stop()
         self.end_ns = time.perf_counter_ns()
         if self.plan.verify_processing:
             await self._verify_processing()
@@ -667,6 +717,14 @@ class LoadEngine:
             if not isinstance(ids, list):
                 unavailable = f"agent state of connection {c.name} has no processed_message_ids"
                 continue
+            trimmed = state.get("processed_message_ids_trimmed")
+            if isinstance(trimmed, int) and trimmed > 0:
+                # The server keeps a bounded history: ids it dropped cannot be counted.
+                unavailable = (
+                    f"the server trimmed {trimmed} of connection {c.name}'s processed_message_ids "
+                    "(its history limit): processing exactly once cannot be verified"
+                )
+                continue
             counts: dict[str, int] = {}
             for message_id in ids:
                 if isinstance(message_id, str) and message_id.startswith(c.prefix):
@@ -693,6 +751,10 @@ class LoadEngine:
         await asyncio.gather(*(c.close() for c in self.connections), return_exceptions=True)
 
     # -- results -----------------------------------------------------------------------------
+
+    def health(self) -> GeneratorHealth:
+        """How the generator kept its schedule in this run (see engine.health)."""
+        return GeneratorHealth.of(self.plan.name, self.clock, self.probe, self.plan.max_late_fraction)
 
     def result(self) -> LoadResult:
         trackers = [c.tracker for c in self.connections]
@@ -729,13 +791,16 @@ class LoadEngine:
             unmatched=self.unmatched,
             unparseable=self.unparseable,
             other_frames=self.other_frames,
-            missed_sends=self.missed_sends,
+            missed_sends=self.clock.late_sends,
+            stalled_connections=self.stalls,
+            blocked_sends=self.clock.blocked_sends,
             deferred_sends=self.deferred_sends,
             late_threshold_s=self.plan.late_threshold_s,
             duration_s=(end - self.start_ns) / 1e9 if self.start_ns else 0.0,
             planned_duration_s=self.schedule.duration_s,
             latency=self.latency.summary().as_dict(),
-            lateness=self.lateness.summary().as_dict(),
+            lateness=self.clock.lateness.summary().as_dict(),
+            generator=self.health(),
             latency_p95_by_third=[h.percentile(95) for h in self.thirds],
             phases=[p.as_dict(self.latency if len(self.phases) == 1 else None) for p in self.phases],
             per_connection=[t.as_dict() for t in trackers],
@@ -787,12 +852,18 @@ class LoadResult:
     unparseable: int
     other_frames: int
     missed_sends: int
+    #: Connections whose server stopped reading for the stall timeout, and the messages not
+    #: sent on them afterwards (TCP backpressure: the server's doing).
+    stalled_connections: int
+    blocked_sends: int
     deferred_sends: int
     late_threshold_s: float
     duration_s: float
     planned_duration_s: float
     latency: dict[str, float]
     lateness: dict[str, float]
+    #: The generator's own health; when it fell behind, rate and latency are inconclusive.
+    generator: GeneratorHealth
     latency_p95_by_third: list[float]
     phases: list[dict[str, Any]]
     per_connection: list[dict[str, Any]]
@@ -841,6 +912,7 @@ class LoadResult:
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(self.__dict__)
+        data["generator"] = self.generator.as_dict()
         data["delivery_ratio"] = round(self.delivery_ratio, 6)
         data["send_rate"] = round(self.send_rate, 3)
         data["receive_rate"] = round(self.receive_rate, 3)

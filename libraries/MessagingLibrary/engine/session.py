@@ -24,6 +24,16 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from .health import (
+    DEFAULT_BEHIND_THRESHOLD_S,
+    DEFAULT_LATE_THRESHOLD_S,
+    DEFAULT_MAX_LATE_FRACTION,
+    FlowConnection,
+    GeneratorHealth,
+    LagProbe,
+    SendClock,
+    waits_on_peer,
+)
 from .history import History
 
 #: Frames larger than this are refused by the server (and by us): 1 MiB.
@@ -67,6 +77,8 @@ class SendReport:
     first_ns: int = 0
     last_ns: int = 0
     lateness_ns: list[int] = field(default_factory=list)
+    #: How the sender kept its schedule (engine.health.GeneratorHealth), set when the send ends.
+    health: Any = None
 
     @property
     def duration_s(self) -> float:
@@ -205,6 +217,7 @@ class Session:
                 ping_interval=self._ping_interval,
                 ping_timeout=self._ping_interval,
                 close_timeout=2,
+                create_connection=FlowConnection,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError, asyncio.TimeoutError) as error:
             raise SessionError(describe_open_error(self.url, error)) from None
@@ -412,29 +425,48 @@ class Session:
         await ws.send(data)
 
     async def send_scheduled(
-        self, frames: Sequence[dict[str, Any]], offsets_ns: Sequence[int], lead_ns: int = 2_000_000
+        self,
+        frames: Sequence[dict[str, Any]],
+        offsets_ns: Sequence[int],
+        lead_ns: int = 2_000_000,
+        *,
+        late_threshold_s: float = DEFAULT_LATE_THRESHOLD_S,
+        behind_threshold_s: float = DEFAULT_BEHIND_THRESHOLD_S,
+        max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION,
     ) -> SendReport:
         """Send ``frames[i]`` at start + ``offsets_ns[i]``: an open-loop schedule.
 
         The schedule is fixed before the first send; a send that could not happen on time is
         sent as soon as possible and its lateness recorded, never silently re-timed. The
-        History keeps each frame's intended time, so latency is measured from it.
+        History keeps each frame's intended time, so latency is measured from it. The
+        sender judges itself as the load engine does (``report.health``, engine.health):
+        lateness, writes that waited on the server, event-loop lag, client CPU.
         """
         if len(frames) != len(offsets_ns):
             raise ValueError("frames and offsets_ns differ in length")
         report = SendReport()
+        clock, probe = SendClock(late_threshold_s, behind_threshold_s), LagProbe()
+        probe.start()
         start = time.perf_counter_ns() + lead_ns
-        for frame, offset in zip(frames, offsets_ns, strict=True):
-            intended = start + offset
-            delay = intended - time.perf_counter_ns()
-            if delay > 0:
-                await asyncio.sleep(delay / 1e9)
-            ts = await self.send(frame, intended_ns=intended)
-            if report.count == 0:
-                report.first_ns = ts
-            report.last_ns = ts
-            report.count += 1
-            report.lateness_ns.append(max(0, ts - intended))
+        try:
+            for frame, offset in zip(frames, offsets_ns, strict=True):
+                intended = start + offset
+                delay = intended - time.perf_counter_ns()
+                if delay > 0:
+                    await asyncio.sleep(delay / 1e9)
+                ws = self.ws
+                paused, pauses = waits_on_peer(ws)
+                clock.before(intended, time.perf_counter_ns())
+                ts = await self.send(frame, intended_ns=intended)
+                clock.after(time.perf_counter_ns() - ts, paused or getattr(ws, "pauses", 0) != pauses)
+                if report.count == 0:
+                    report.first_ns = ts
+                report.last_ns = ts
+                report.count += 1
+                report.lateness_ns.append(max(0, ts - intended))
+        finally:
+            await probe.stop()
+            report.health = GeneratorHealth.of(f"{self.alias} schedule", clock, probe, max_late_fraction)
         return report
 
     async def request(self, frame: dict[str, Any], timeout: float) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 
 from ..context import LibraryComponent, Measurement, seconds
+from ..engine.health import DEFAULT_MAX_LATE_FRACTION
 from ..engine.load import LoadEngine, LoadPlan, LoadResult
 from ..engine.schedule import Phase
 from .checks import Statistic
@@ -97,6 +98,7 @@ class LoadKeywords(LibraryComponent):
         *,
         connections: int = 1,
         message_type: MessageType = MessageType.throughput_test,
+        message_size: int = 0,
         high_priority_every: int = 0,
         drop_every: int = 0,
         reconnect: bool = False,
@@ -106,6 +108,8 @@ class LoadKeywords(LibraryComponent):
         drain_timeout: timedelta = timedelta(seconds=10),
         connect_timeout: timedelta = timedelta(seconds=10),
         late_threshold: timedelta = timedelta(milliseconds=10),
+        behind_threshold: timedelta = timedelta(milliseconds=50),
+        max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION,
     ) -> LoadResult:
         """Sends ``rate`` messages per second for ``duration`` on an open-loop schedule and returns the figures.
 
@@ -115,8 +119,23 @@ class LoadKeywords(LibraryComponent):
         cannot hide behind a slowed sender. A send later than ``late_threshold`` counts as a
         missed send: the generator says when it could not keep the schedule.
 
+        *The generator judges itself.* Beside the server's figures every run measures its own
+        health: late sends, writes that waited on a full socket buffer (the server not
+        reading: lateness they explain is the server's, not the generator's), event-loop lag
+        and the client's CPU. When more than ``max_late_fraction`` of the sends (1%, and at
+        least 5 sends) were over ``behind_threshold`` (50 ms) late for the generator's own
+        reasons, the generator *fell behind*: this run's rate and latency assertions are *inconclusive*
+        (recorded, not asserted) and a test that otherwise passed ends ``SKIP`` with
+        ``Inconclusive: the load generator fell behind its schedule ...`` and the tag
+        ``inconclusive``. Loss, order and duplicate checks still judge the server. The
+        measurement table shows the generator's rows (``generator: ...``) beside the server's.
+
         After the last send the run waits up to ``drain_timeout`` for outstanding replies;
-        whatever has none by then is lost. ``high_priority_every=10`` sends one message in 10
+        whatever has none by then is lost. ``message_size`` pads each ``user_message``'s
+        content to that many characters. A connection whose server stops reading (its socket
+        buffer full for 5 s: TCP backpressure) is *stalled*: its later messages are not sent,
+        counted as ``blocked sends`` and lost, the server's doing, so the run still ends on
+        time. ``high_priority_every=10`` sends one message in 10
         with priority ``high``, spread by a fixed hash (not strictly every 10th, which would line
         up with send batches). ``configure`` is sent as ``configure_session`` on each connection
         (for example ``${{ {'throughput_processing_ms': 0.5} }}``); a server that lacks it makes
@@ -139,6 +158,7 @@ class LoadKeywords(LibraryComponent):
             name=name,
             connections=connections,
             message_type=message_type,
+            message_size=message_size,
             high_priority_every=high_priority_every,
             drop_every=drop_every,
             reconnect=reconnect,
@@ -147,6 +167,8 @@ class LoadKeywords(LibraryComponent):
             drain_timeout=drain_timeout,
             connect_timeout=connect_timeout,
             late_threshold=late_threshold,
+            behind_threshold=behind_threshold,
+            max_late_fraction=max_late_fraction,
         )
 
     @keyword(tags=("load",))
@@ -161,6 +183,8 @@ class LoadKeywords(LibraryComponent):
         drain_timeout: timedelta = timedelta(seconds=10),
         connect_timeout: timedelta = timedelta(seconds=10),
         late_threshold: timedelta = timedelta(milliseconds=10),
+        behind_threshold: timedelta = timedelta(milliseconds=50),
+        max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION,
         **phases: str,
     ) -> LoadResult:
         """Runs named phases one after another on one open-loop schedule and returns the figures.
@@ -188,10 +212,13 @@ class LoadKeywords(LibraryComponent):
             drain_timeout=drain_timeout,
             connect_timeout=connect_timeout,
             late_threshold=late_threshold,
+            behind_threshold=behind_threshold,
+            max_late_fraction=max_late_fraction,
         )
 
     def _run(self, phases: list[Phase], *, name: str | None, connections: int, message_type: MessageType,
              drain_timeout: timedelta, connect_timeout: timedelta, late_threshold: timedelta,
+             behind_threshold: timedelta,
              **options: Any) -> LoadResult:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}.")
@@ -212,6 +239,8 @@ class LoadKeywords(LibraryComponent):
             drain_timeout_s=seconds(drain_timeout) or 0.0,
             connect_timeout_s=seconds(connect_timeout) or 10.0,
             late_threshold_s=seconds(late_threshold) or 0.0,
+            behind_threshold_s=_positive_seconds(behind_threshold, "behind_threshold"),
+            max_late_fraction=_fraction(options.pop("max_late_fraction")),
             **options,
         )
         engine = LoadEngine(plan)
@@ -233,6 +262,7 @@ class LoadKeywords(LibraryComponent):
         self.last = result
         path = self._write(result, f"{label}-{number}")
         logger.info(_summary_html(result, path.name), html=True)
+        self.ctx.note_generator(result.generator, _run_label(result, None))
         return result
 
     async def _drive(self, engine: LoadEngine, monitor) -> LoadResult | None:
@@ -433,6 +463,11 @@ class LoadKeywords(LibraryComponent):
             problems.append(
                 f"{undelivered} of {result.scheduled} message(s) never delivered "
                 f"({result.lost} with no outcome, {result.refused} refused, {result.errors} errors)"
+                + (
+                    f"; {result.blocked_sends} of them not sent because the server stopped reading "
+                    f"{result.stalled_connections} connection(s) (TCP backpressure)"
+                    if result.blocked_sends else ""
+                )
             )
         if result.duplicated:
             problems.append(f"{result.duplicated} answered more than once")
@@ -509,6 +544,12 @@ def _positive_rate(rate: float) -> float:
     return float(rate)
 
 
+def _fraction(value: float) -> float:
+    if not math.isfinite(value) or not 0 <= value < 1:
+        raise ValueError(f"max_late_fraction must be a share of the sends between 0 and 1 (0.01 = 1%), got {value}.")
+    return float(value)
+
+
 def _positive_seconds(value: timedelta, what: str) -> float:
     secs = seconds(value) or 0.0
     if secs <= 0:
@@ -536,6 +577,9 @@ def _summary_html(result: LoadResult, file_name: str) -> str:
         ("answered", f"{result.answered} (delivered {result.delivered}, ratio {result.delivery_ratio:.4f})"),
         ("lost / duplicated / reordered", f"{result.lost} / {result.duplicated} / {result.reordered}"),
         ("refused (queue_full) / errors", f"{result.refused} / {result.errors}"),
+        ("stalled connections / messages not sent to them",
+         f"{result.stalled_connections} / {result.blocked_sends} (the server stopped reading: TCP backpressure)"),
+        ("generator", ("FELL BEHIND: " if result.generator.fell_behind else "kept its schedule: ") + result.generator.describe()),
         ("send rate / receive rate", f"{result.send_rate:.1f} / {result.receive_rate:.1f} msg/s"),
         ("latency p50 / p90 / p95 / p99 / p99.9 / max",
          " / ".join(_ms(lat[k]) for k in ("p50_s", "p90_s", "p95_s", "p99_s", "p99.9_s", "max_s"))),

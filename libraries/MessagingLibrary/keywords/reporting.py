@@ -122,20 +122,31 @@ def _fault_table(events: list[Event], started_ns: int) -> str:
     )
 
 
+#: Colours of a row's verdict in the measurement table.
+_VERDICT_COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700", "": "inherit"}
+
+
 def _table(rows: list[Measurement]) -> str:
-    head = "<tr><th>measure</th><th>measured</th><th>check</th><th>threshold</th><th>result</th></tr>"
+    """The measured-vs-threshold table: the server's figures, then the load generator's own.
+
+    A row is PASS or FAIL against its threshold, INCONCLUSIVE when the load generator fell
+    behind its schedule (its reason in the cell's title), or blank when only recorded.
+    """
+    head = "<tr><th>of</th><th>measure</th><th>measured</th><th>check</th><th>threshold</th><th>result</th></tr>"
     body = []
-    for row in rows:
-        verdict = {True: "PASS", False: "FAIL", None: ""}[row.passed]
-        colour = {True: "#1a7f37", False: "#cf222e", None: "inherit"}[row.passed]
+    for row in sorted(rows, key=lambda r: r.source != "server"):
+        verdict = row.verdict
+        colour = _VERDICT_COLOURS[verdict]
         threshold = "" if row.expected is None else format_value(row.expected, row.unit)
+        title = f" title='{escape(row.inconclusive, quote=True)}'" if row.inconclusive else ""
         body.append(
             "<tr>"
+            f"<td>{escape(row.source)}</td>"
             f"<td>{escape(row.name)}</td>"
             f"<td style='text-align:right'>{escape(format_value(row.value, row.unit))}</td>"
             f"<td style='text-align:center'>{escape(row.operator)}</td>"
             f"<td style='text-align:right'>{escape(threshold)}</td>"
-            f"<td style='color:{colour};font-weight:bold'>{verdict}</td>"
+            f"<td style='color:{colour};font-weight:bold'{title}>{verdict}</td>"
             "</tr>"
         )
     return (

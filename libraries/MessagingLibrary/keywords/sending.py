@@ -74,7 +74,7 @@ class SendingKeywords(LibraryComponent):
             f"{what}: sent {report.count} in {report.duration_s:.3f} s (schedule {span:.3f} s); "
             f"lateness max {report.max_lateness_s * 1000:.1f} ms, mean {report.mean_lateness_s * 1000:.2f} ms."
         )
-        self.ctx.note_generator(report.health, what)
+        self.ctx.note_generator(report.health, f"the send schedule on '{session.alias}'")
         return result
 
     @keyword(tags=("sending",))
