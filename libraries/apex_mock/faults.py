@@ -184,6 +184,7 @@ THROTTLE_DEFAULT_RATE = 1500  # messages per second, server-wide
 THROTTLE_CATCH_UP_S = 0.01  # lateness the throttle schedule may make up (timer overshoot)
 LEAK_DEFAULT_BYTES = 4096  # per processed message
 DISCONNECT_DEFAULT_EVERY = 100  # inbound frames per connection
+STOP_READING_DEFAULT_FRAMES = 1000  # inbound frames per connection
 STICKY_RATE = 400  # messages per second, server-wide, once the server has sent a queue_full
 
 THROTTLE = _register(
@@ -207,6 +208,14 @@ DISCONNECT_EVERY = _register(
     f"each connection is aborted (TCP abort, no close frame: the client sees 1006) right after "
     f"its N-th inbound frame (any type) has been handled (default {DISCONNECT_DEFAULT_EVERY})",
     Param("N", DISCONNECT_DEFAULT_EVERY, "inbound frames per connection", integer=True),
+)
+STOP_READING = _register(
+    "stop_reading",
+    "the server keeps reading",
+    f"each connection stops being read after its N-th inbound frame (default "
+    f"{STOP_READING_DEFAULT_FRAMES}): nothing more is handled, and once the socket buffers fill "
+    f"the client's writes wait (TCP backpressure); the connection stays open",
+    Param("N", STOP_READING_DEFAULT_FRAMES, "inbound frames per connection", integer=True),
 )
 STICKY_OVERLOAD = _register(
     "sticky_overload",

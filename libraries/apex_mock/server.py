@@ -261,6 +261,8 @@ class MockServer:
         self._leaked: list[bytes] = []
         #: disconnect_every: inbound frames a connection lives (0 = off)
         self._disconnect_every = int(faults.param(F.DISCONNECT_EVERY)) if F.DISCONNECT_EVERY in faults else 0
+        #: stop_reading: inbound frames a connection is read for (0 = off)
+        self._stop_reading = int(faults.param(F.STOP_READING)) if F.STOP_READING in faults else 0
         self._server: Server | None = None
         self._started = time.monotonic()
         self.host = "127.0.0.1"
@@ -408,6 +410,7 @@ class MockServer:
         _event("conn_open", conn=conn.conn_id, user=user_id, peer=conn.peer, admin=conn.is_admin,
                resumed=resumed, offline_queued=offline.queued, offline_frames=len(offline.frames))
         disconnect_every = self._disconnect_every
+        stop_reading = self._stop_reading
         try:
             async for raw in ws:
                 recv_ns = time.monotonic_ns()
@@ -423,6 +426,12 @@ class MockServer:
                     _event("fault_disconnect", logging.WARNING, conn=conn.conn_id, user=user_id,
                            frames=conn.frames)
                     ws.transport.abort()
+                    break
+                if stop_reading and conn.frames >= stop_reading:
+                    # stop_reading: read nothing more; websockets stops reading the socket once
+                    # its queue is full, so the client's writes end up waiting (TCP backpressure).
+                    _event("fault_stop_reading", logging.WARNING, conn=conn.conn_id, user=user_id, frames=conn.frames)
+                    await ws.wait_closed()
                     break
                 if conn.frames % READER_YIELD_EVERY == 0:
                     # Frames already buffered are read without suspending: give the workers

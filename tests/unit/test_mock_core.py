@@ -550,6 +550,7 @@ def test_fault_registry_descriptions():
         "throttle",
         "leak",
         "disconnect_every",
+        "stop_reading",
         "sticky_overload",
     }
     for fault in F.FAULTS.values():
