@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from apex_faults.processes import popen
+
 STARTUP_LINE = re.compile(r"apex-mock listening on (ws://(?P<host>[^\s/]+):(?P<port>\d+)/ws)")
 
 
@@ -96,12 +98,15 @@ def start_mock(
         command += ["--log-file", str(log_file)]
     command += list(extra_args)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(
+    # Through apex_faults.processes: the mock dies with this process however it ends (a
+    # killed robot, a CI timeout), not only when the library stops it.
+    process = popen(
         command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        start_new_session=False,
     )
     lines: queue.Queue[str | None] = queue.Queue()
 
