@@ -134,6 +134,19 @@ class MessagingLibrary(DynamicCore):
     | Get Load Latency    p99    <=    500 ms
     | Load Should Preserve Order Per Connection
 
+    = Inconclusive runs: the generator judges itself =
+
+    Every open-loop run (a load run, or the scheduled sends of `Send Numbered Messages` and
+    its siblings) also measures its own generator: late sends, writes that waited on the
+    server's socket buffer (TCP backpressure, whose lateness is the server's), event-loop lag
+    and client CPU, shown in the measurement table as rows of the ``generator``. When more than
+    1% of its sends were over 50 ms late for its own reasons, the generator *fell behind*: the
+    rate and latency assertions after that run are recorded as ``INCONCLUSIVE``, not asserted,
+    and a test that otherwise passed ends ``SKIP`` with ``Inconclusive: the load generator fell
+    behind its schedule (...)`` and the tag ``inconclusive``. Loss, order, duplicates and memory
+    are still judged. See ``docs/measuring.md`` and `Run Load`'s ``behind_threshold`` and
+    ``max_late_fraction``.
+
     = Fault proxy =
 
     `Start Fault Proxy` puts a WebSocket-aware proxy (in this library, on 127.0.0.1) in front of

@@ -185,6 +185,8 @@ THROTTLE_CATCH_UP_S = 0.01  # lateness the throttle schedule may make up (timer 
 LEAK_DEFAULT_BYTES = 4096  # per processed message
 DISCONNECT_DEFAULT_EVERY = 100  # inbound frames per connection
 STOP_READING_DEFAULT_FRAMES = 1000  # inbound frames per connection
+DEGRADE_DEFAULT_AFTER = 10_000  # produced responses before the slow-down
+DEGRADE_DELAY_S = 0.1
 STICKY_RATE = 400  # messages per second, server-wide, once the server has sent a queue_full
 
 THROTTLE = _register(
@@ -216,6 +218,14 @@ STOP_READING = _register(
     f"{STOP_READING_DEFAULT_FRAMES}): nothing more is handled, and once the socket buffers fill "
     f"the client's writes wait (TCP backpressure); the connection stays open",
     Param("N", STOP_READING_DEFAULT_FRAMES, "inbound frames per connection", integer=True),
+)
+DEGRADE = _register(
+    "degrade",
+    "latency does not degrade over a run",
+    f"after the server has produced its first N responses (default {DEGRADE_DEFAULT_AFTER}, all "
+    f"users), every later produced response is sent {DEGRADE_DELAY_S * 1000:g} ms late: the "
+    f"service slows down for good",
+    Param("N", DEGRADE_DEFAULT_AFTER, "responses before the slow-down", integer=True),
 )
 STICKY_OVERLOAD = _register(
     "sticky_overload",

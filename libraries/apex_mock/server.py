@@ -263,6 +263,9 @@ class MockServer:
         self._disconnect_every = int(faults.param(F.DISCONNECT_EVERY)) if F.DISCONNECT_EVERY in faults else 0
         #: stop_reading: inbound frames a connection is read for (0 = off)
         self._stop_reading = int(faults.param(F.STOP_READING)) if F.STOP_READING in faults else 0
+        #: degrade: produced responses before every later one is delayed (0 = off), and how many so far
+        self._degrade_after = int(faults.param(F.DEGRADE)) if F.DEGRADE in faults else 0
+        self._produced = 0
         self._server: Server | None = None
         self._started = time.monotonic()
         self.host = "127.0.0.1"
@@ -786,8 +789,13 @@ class MockServer:
     def _dispatch(self, user: UserRuntime, items: list[tuple[bytes, Conn | None]]) -> None:
         if not items:
             return
-        if F.SLOW in self.faults:
-            due = asyncio.get_running_loop().time() + F.SLOW_DELAY_S
+        delay = F.SLOW_DELAY_S if F.SLOW in self.faults else 0.0
+        if self._degrade_after:
+            self._produced += len(items)
+            if self._produced > self._degrade_after:
+                delay += F.DEGRADE_DELAY_S
+        if delay:
+            due = asyncio.get_running_loop().time() + delay
             for data, origin in items:
                 user.delayed.append((due, data, origin, False))
             self._ensure_delayed_sender(user)

@@ -98,7 +98,7 @@ def _baseline_artefacts_are_complete(runs: Path, data: dict) -> None:
     flood = json.loads(next(p for p in figures if p.name.startswith("flood-")).read_text())
     assert flood["scheduled"] == flood["answered"] == 10_000
     assert {"p50_s", "p90_s", "p95_s", "p99_s", "p99.9_s", "max_s"} <= set(flood["latency"])
-    assert list((throughput / "resources").glob("*.json")), "no resource figures were written"
+    assert list((throughput / "monitor").glob("*.json")), "no resource figures were written"
     metrics = (throughput / "metrics.jsonl").read_text()
     assert "latency p99 of load 'latency'" in metrics and '"threshold"' in metrics
     # Through the proxy, the History also holds the faults the scenarios injected themselves.

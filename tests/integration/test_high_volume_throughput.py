@@ -45,7 +45,7 @@ def test_suite_passes_through_the_staging_variable_file_against_a_mock_started_b
     inconclusive = assert_passed_or_inconclusive(run, ALL)
     if inconclusive:
         warnings.warn(f"inconclusive on this machine (the load generator fell behind): {sorted(inconclusive)}", stacklevel=1)
-    resources = json.loads(sorted((run.output_dir / "resources").glob("*.json"))[0].read_text())
+    resources = json.loads(sorted((run.output_dir / "monitor").glob("*.json"))[0].read_text())
     assert resources["server"]["source"].startswith("server_stats")
     assert_no_secret_in_artefacts(run.output_dir, TOKEN)
 

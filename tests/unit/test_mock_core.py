@@ -551,6 +551,7 @@ def test_fault_registry_descriptions():
         "leak",
         "disconnect_every",
         "stop_reading",
+        "degrade",
         "sticky_overload",
     }
     for fault in F.FAULTS.values():
