@@ -56,6 +56,8 @@ class LoadFigure(enum.Enum):
     refused = "refused"
     errors = "errors"
     missed_sends = "missed_sends"
+    stalled_connections = "stalled_connections"
+    blocked_sends = "blocked_sends"
     delivery_ratio = "delivery_ratio"
     send_rate = "send_rate"
     receive_rate = "receive_rate"
@@ -320,7 +322,9 @@ class LoadKeywords(LibraryComponent):
         Counts: ``scheduled``, ``sent``, ``answered``, ``delivered`` (answered, or confirmed
         by ``duplicate_rejected`` after a retry), ``lost`` (no outcome at all, or never sent),
         ``duplicated``, ``reordered``, ``refused`` (``queue_full``), ``errors``,
-        ``missed_sends`` (sent later than the late threshold), ``opened``, ``disconnects``
+        ``missed_sends`` (sent later than the late threshold), ``stalled connections`` (whose
+        server stopped reading: TCP backpressure) and ``blocked sends`` (messages not sent to
+        them), ``opened``, ``disconnects``
         (closed by the server or the network), ``reconnects``. Ratios: ``delivery ratio``
         (delivered / scheduled), ``achieved ratio`` (receive rate / target rate),
         ``connect ratio`` (opened / requested). Rates in msg/s: ``send rate``,
