@@ -38,8 +38,11 @@ ${BASELINE_DURATION}               1 s
 ${BACKPRESSURE_SIGNAL_WITHIN}      5 s
 ${MIN_HIGH_PRIORITY_RATIO}         0.8
 ${MIN_RECOVERY_RATIO}              0.8
-${LATENCY_RATE}                    ${5000}
-${LATENCY_DURATION}                3 s
+# The plan: 5,000 msg/s for 300 s (soak.py). Beside a CPU hog the generator fell behind at
+# 5,000 msg/s over 10 connections (2 runs of 7), so the default is 3,000 for 5 s: as many
+# messages, a longer window.
+${LATENCY_RATE}                    ${3000}
+${LATENCY_DURATION}                5 s
 ${LATENCY_CONNECTIONS}             ${10}
 ${MAX_P95}                         200 ms
 ${MEMORY_RATE}                     ${5000}
@@ -52,13 +55,14 @@ ${RECOVERY_DROP_EVERY}             ${20}
 ${MAX_RECONNECT_TIME}              500 ms
 # The plan's benchmark is sustained 7,500 and peak 10,000 msg/s (soak.py restores it). With
 # the mock on the same 2-core machine, and another process busy on one core, the generator
-# cannot offer that on time (the run would be inconclusive: measured up to 6,000 msg/s), so
-# the default sustains 4,000 and peaks at 5,000, the plan's sustained target; judged phases
-# last 2 s, long enough that one scheduling hiccup cannot move a ratio by 10%.
+# cannot offer that on time (the run would be inconclusive: it fell behind at 5,000-6,000 in
+# 4 runs of 4, and at 4,000-5,000 in 1 of 5), so the default sustains 3,000 and peaks at
+# 4,000; judged phases last 2 s, long enough that one scheduling hiccup cannot move a ratio
+# by 10%.
 ${WARM_UP}                         1000/s for 1 s
-${RAMP}                            1000..4000/s for 2 s
-${SUSTAINED}                       4000/s for 2 s
-${PEAK}                            5000/s for 2 s
+${RAMP}                            1000..3000/s for 2 s
+${SUSTAINED}                       3000/s for 2 s
+${PEAK}                            4000/s for 2 s
 ${COOL_DOWN}                       2000/s for 1 s
 ${BENCHMARK_CONNECTIONS}           ${10}
 ${MIN_BENCHMARK_DELIVERY}          0.999

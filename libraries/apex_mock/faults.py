@@ -185,8 +185,8 @@ THROTTLE_CATCH_UP_S = 0.01  # lateness the throttle schedule may make up (timer 
 LEAK_DEFAULT_BYTES = 4096  # per processed message
 DISCONNECT_DEFAULT_EVERY = 100  # inbound frames per connection
 STOP_READING_DEFAULT_FRAMES = 1000  # inbound frames per connection
-DEGRADE_DEFAULT_AFTER = 10_000  # produced responses before the slow-down
-DEGRADE_DELAY_S = 0.1
+DEGRADE_DEFAULT_AFTER = 14_000  # produced responses before the slow-down
+DEGRADE_DELAY_S = 0.15
 STICKY_RATE = 400  # messages per second, server-wide, once the server has sent a queue_full
 
 THROTTLE = _register(
