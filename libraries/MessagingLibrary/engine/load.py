@@ -9,6 +9,13 @@ How it measures (the rules a performance engineer checks first):
 * **No coordinated omission.** Latency is measured from the *intended* send time to the
   matching reply, on one monotonic clock (``time.perf_counter_ns`` on the library's loop
   thread), so a stalled server cannot hide behind a sender it slowed down.
+* **The generator judges itself** (:mod:`.health`). Beside the server's figures every run
+  keeps its own: late sends, writes that waited on a server that did not read (TCP
+  backpressure, whose lateness is excused as the server's), event-loop lag and client CPU.
+  When the generator fell behind beyond its bound, the run's rate and latency cannot judge the
+  server (``LoadResult.generator``; the keywords then call those assertions inconclusive).
+  A connection whose send waits longer than ``stall_timeout_s`` is *stalled*: nothing more is
+  sent on it, so a deaf server cannot hold the run.
 * **Bounded memory.** Latencies go into HDR histograms; per connection only counters and the
   interval sets of :mod:`.tracking` are kept; intended times are recomputed from the schedule.
   Nothing grows with the length of the run (``tests/unit/test_load_engine.py`` proves it).
