@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from . import faults as F
 from .core import DEFAULT_LIMITS, SETTING_LIMITS, Limits
 from .offline import OVERFLOW_POLICIES
-from .server import WITHOUT_CHOICES, MockServer
+from .netra import DEFAULT_HANDSHAKE_DELAY_MS, DEFAULT_HEARTBEAT_S, JWT_SECRET_ENV
+from .server import DIALECTS, WITHOUT_CHOICES, MockServer
 
 
 class _JsonLineFormatter(logging.Formatter):
@@ -132,6 +133,21 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=sorted(WITHOUT_CHOICES),
                         help="answer this test-control operation with 'error unsupported', like a "
                              "production-like server (repeatable: %(choices)s)")
+    parser.add_argument("--dialect", choices=DIALECTS, default="apex",
+                        help="wire protocol: apex (docs/protocol.md) or netra, the real platform's "
+                             "(JWT auth, handshake, agent events; docs/protocol.md section 13) "
+                             "(default: %(default)s)")
+    netra = parser.add_argument_group("netra dialect", "options of --dialect netra")
+    netra.add_argument("--jwt-secret", metavar="SECRET", default=None,
+                       help=f"HS256 secret that verifies the clients' JWTs (default: the environment's "
+                            f"{JWT_SECRET_ENV}, else the public development secret of docs/protocol.md; "
+                            f"never printed)")
+    netra.add_argument("--heartbeat-s", type=_positive_float, default=DEFAULT_HEARTBEAT_S,
+                       help="send a heartbeat frame after this many seconds with nothing sent on a "
+                            "connection (default: %(default)s)")
+    netra.add_argument("--handshake-delay-ms", type=_ms_float, default=DEFAULT_HANDSHAKE_DELAY_MS,
+                       help="time between the client's handshake_acknowledged and handshake_complete, "
+                            "in which the client's frames are lost as on the real server (default: %(default)s)")
     parser.add_argument("--no-uvloop", action="store_true",
                         help="use the default asyncio loop even if uvloop is installed")
     limits = parser.add_argument_group(
@@ -179,6 +195,10 @@ async def _serve(args: argparse.Namespace, faults: F.FaultSet, limits: Limits) -
         overflow_policy=args.overflow_policy,
         offline_ttl_s=args.offline_ttl_s,
         without=args.without,
+        dialect=args.dialect,
+        jwt_secret=args.jwt_secret,
+        heartbeat_s=args.heartbeat_s,
+        handshake_delay_ms=args.handshake_delay_ms,
     )
     try:
         await server.start(args.host, args.port)
@@ -192,7 +212,13 @@ async def _serve(args: argparse.Namespace, faults: F.FaultSet, limits: Limits) -
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # pragma: no cover - non-POSIX
             signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    # Launchers parse this line (its last word is the URL) and expect nothing more from an apex
+    # mock; a netra mock says so on a second line (never the secret, only where it came from).
     print(f"apex-mock listening on {server.url}", flush=True)
+    if server.dialect != "apex":
+        netra = server._netra
+        source = netra.secret_source if netra is not None else "?"
+        print(f"apex-mock dialect: {server.dialect} (JWT HS256, secret: {source})", flush=True)
     await stop.wait()
     logging.getLogger("apex_mock").info('{"event":"shutdown_requested"}')
     await server.stop()

@@ -57,8 +57,11 @@ from .core import (
     validate_push,
     validate_user_id,
 )
+from .netra import DEFAULT_HANDSHAKE_DELAY_MS, DEFAULT_HEARTBEAT_S, NetraCodec, NetraDialect
 from .offline import DELIVERED, Outcome
 
+#: Wire protocols the mock speaks (``--dialect``): apex (docs/protocol.md) or the platform's (§13).
+DIALECTS = ("apex", "netra")
 #: Test-control operations the mock can be told to lack (``--without``).
 WITHOUT_CHOICES = frozenset({"push", "configure_session", "configure_agents"})
 MAX_FRAME_BYTES = 2**20  # bigger frames close the connection with 1009
@@ -116,12 +119,14 @@ class Conn:
     output is cut off (``on_overflow``) instead of growing the server without bound.
     """
 
-    __slots__ = ("conn_id", "frames", "is_admin", "max_outbox_bytes", "on_overflow", "open", "outbox",
+    __slots__ = ("codec", "conn_id", "frames", "is_admin", "max_outbox_bytes", "on_overflow", "open", "outbox",
                  "outbox_bytes", "overflowed", "peer", "user", "wake", "ws")
 
     def __init__(self, ws: ServerConnection, user: UserRuntime, conn_id: int, is_admin: bool,
                  max_outbox_bytes: int = DEFAULT_LIMITS.max_outbox_bytes,
                  on_overflow: Callable[[Conn], None] | None = None):
+        #: the dialect's per-connection codec (netra.NetraCodec); None in the apex dialect
+        self.codec: NetraCodec | None = None
         self.ws = ws
         self.user = user
         self.conn_id = conn_id
@@ -138,6 +143,8 @@ class Conn:
         self.overflowed = False
 
     def send(self, payload: Any, reroutable: bool = False) -> None:
+        if self.codec is not None:  # netra: translated now, or when written (re-routable replies)
+            payload = self.codec.outgoing(payload, reroutable)
         self.outbox.append((payload, reroutable))
         self.outbox_bytes += len(payload) if isinstance(payload, bytes) else DICT_PAYLOAD_BYTES
         if self.outbox_bytes > self.max_outbox_bytes and not self.overflowed:
@@ -216,7 +223,17 @@ class MockServer:
         offline_ttl_s: float = 300.0,
         without: Iterable[str] = (),
         limits: Limits = DEFAULT_LIMITS,
+        dialect: str = "apex",
+        jwt_secret: str | None = None,
+        heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+        handshake_delay_ms: float = DEFAULT_HANDSHAKE_DELAY_MS,
     ):
+        if dialect not in DIALECTS:
+            raise ValueError(f"unknown dialect {dialect!r} (known: {', '.join(DIALECTS)})")
+        #: apex or netra; in netra every connection gets a NetraCodec (netra.py)
+        self.dialect = dialect
+        self._netra = (NetraDialect(self, jwt_secret, heartbeat_s, handshake_delay_ms)
+                       if dialect == "netra" else None)
         self.faults = F.parse_faults(faults)
         #: What one user or client can make the server keep (``apex-mock --max-...``).
         self.limits = limits
@@ -280,6 +297,7 @@ class MockServer:
             host,
             port,
             process_request=self._process_request,
+            select_subprotocol=self._netra.select_subprotocol if self._netra is not None else None,
             compression=None,
             max_size=MAX_FRAME_BYTES,
             ping_interval=None,
@@ -288,8 +306,12 @@ class MockServer:
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
         self._started = time.monotonic()
-        _event("server_started", host=host, port=self.port, faults=self.faults.labels(),
-               defaults=self.defaults.as_dict())
+        extra: dict[str, Any] = {}
+        if self._netra is not None:
+            extra = {"jwt_secret_from": self._netra.secret_source, "heartbeat_s": self._netra.heartbeat_s,
+                     "handshake_delay_ms": self._netra.handshake_delay_s * 1000}
+        _event("server_started", host=host, port=self.port, dialect=self.dialect, faults=self.faults.labels(),
+               defaults=self.defaults.as_dict(), **extra)
         for name in sorted(self.faults):
             extra = {"value": self.faults.params[name]} if name in self.faults.params else {}
             _event("fault_active", fault=name, description=F.FAULTS[name].description, **extra)
@@ -330,6 +352,8 @@ class MockServer:
         path = request.path.split("?", 1)[0]
         if path == HEALTH_PATH:
             return connection.respond(200, "ok")
+        if self._netra is not None:  # any path; the token is checked after the upgrade
+            return self._netra.process_request(connection, request)
         if path != WS_PATH:
             return connection.respond(404, "not found: the WebSocket endpoint is /ws\n")
         token, why = parse_authorization(request.headers.get_all("Authorization"))
@@ -383,35 +407,28 @@ class MockServer:
     # ------------------------------------------------------------------ connection handler
 
     async def _handler(self, ws: ServerConnection) -> None:
-        token, _ = parse_authorization(ws.request.headers.get_all("Authorization"))
-        assert token is not None  # checked in _process_request
-        user_id = user_id_for_token(token)
-        user = self._user(user_id)
-        conn = Conn(ws, user, next(self._conn_ids), token.startswith("admin-"),
-                    self.limits.max_outbox_bytes, self._on_outbox_overflow)
-        resumed = user.ever_connected
-        user.ever_connected = True
-
-        # Synchronous up to the sender task: nothing can be offered in between.
-        offline = user.core.offline.connect(conn)
-        conn.send(
-            orjson.dumps(
-                {
-                    "type": "session_started",
-                    "user_id": user_id,
-                    "resumed": resumed,
-                    "queued": offline.queued,
-                    "server_time_ns": time.time_ns(),
-                }
-            )
-        )
-        self._send_offline(user, conn, offline.frames, on_connect=True)
-        user.connections.append(conn)
-        self.connections += 1
-        self._arm_expiry(user)
-        sender = asyncio.create_task(conn.run_sender())
-        _event("conn_open", conn=conn.conn_id, user=user_id, peer=conn.peer, admin=conn.is_admin,
-               resumed=resumed, offline_queued=offline.queued, offline_frames=len(offline.frames))
+        netra = self._netra
+        if netra is not None:
+            # netra: authenticated after the upgrade; the session opens when the codec's
+            # handshake completes (NetraCodec._complete_handshake -> _open_session).
+            conn = await netra.accept(ws, lambda user, admin: Conn(
+                ws, user, next(self._conn_ids), admin, self.limits.max_outbox_bytes, self._on_outbox_overflow))
+            if conn is None:
+                return
+            user = conn.user
+            user_id = user.core.user_id
+            sender = asyncio.create_task(netra.run_sender(conn))
+        else:
+            token, _ = parse_authorization(ws.request.headers.get_all("Authorization"))
+            assert token is not None  # checked in _process_request
+            user_id = user_id_for_token(token)
+            user = self._user(user_id)
+            conn = Conn(ws, user, next(self._conn_ids), token.startswith("admin-"),
+                        self.limits.max_outbox_bytes, self._on_outbox_overflow)
+            # Synchronous up to the sender task: nothing can be offered in between.
+            self._open_session(conn)
+            self.connections += 1
+            sender = asyncio.create_task(conn.run_sender())
         disconnect_every = self._disconnect_every
         stop_reading = self._stop_reading
         try:
@@ -445,6 +462,8 @@ class MockServer:
             pass
         finally:
             conn.open = False
+            if conn.codec is not None:
+                conn.codec.close()
             if conn in user.connections:
                 user.connections.remove(conn)
             self.connections -= 1
@@ -466,9 +485,38 @@ class MockServer:
             _event("conn_close", conn=conn.conn_id, user=user_id, code=ws.close_code,
                    reason=ws.close_reason, rerouted=len(leftovers), offline_returned=len(returned))
 
+    def _open_session(self, conn: Conn) -> None:
+        """``session_started``, then the user's offline deliveries, then the connection takes
+        replies. Synchronous: nothing can be offered in between. (netra: after the handshake.)"""
+        user = conn.user
+        user_id = user.core.user_id
+        resumed = user.ever_connected
+        user.ever_connected = True
+        offline = user.core.offline.connect(conn)
+        conn.send(
+            orjson.dumps(
+                {
+                    "type": "session_started",
+                    "user_id": user_id,
+                    "resumed": resumed,
+                    "queued": offline.queued,
+                    "server_time_ns": time.time_ns(),
+                }
+            )
+        )
+        self._send_offline(user, conn, offline.frames, on_connect=True)
+        user.connections.append(conn)
+        self._arm_expiry(user)
+        _event("conn_open", conn=conn.conn_id, user=user_id, peer=conn.peer, admin=conn.is_admin,
+               resumed=resumed, offline_queued=offline.queued, offline_frames=len(offline.frames),
+               dialect=self.dialect)
+
     # ------------------------------------------------------------------ frames
 
     def _on_frame(self, conn: Conn, raw: Any, recv_ns: int) -> None:
+        if conn.codec is not None:  # netra: the codec translates and calls _dispatch_frame
+            conn.codec.on_frame(raw, recv_ns)
+            return
         if not isinstance(raw, str):
             self._error(conn, "bad_json", "binary frames are not accepted: send UTF-8 JSON text")
             return
