@@ -500,7 +500,11 @@ class UserCore:
         #: shared by every user of a server (server_stats.limits)
         self.counters = counters if counters is not None else LimitCounters()
         self.settings = settings.copy() if settings else Settings()
-        self.faults = frozenset(faults)
+        parsed = F.parse_faults(faults)  # a FaultSet keeps its parameters (wrong_sequence=N)
+        self.faults = frozenset(parsed)
+        #: wrong_sequence: every N-th ai_response with an integer sequence_id echoes it + 1 (0 = off)
+        self._wrong_sequence_every = int(parsed.param(F.WRONG_SEQUENCE)) if F.WRONG_SEQUENCE in parsed else 0
+        self._integer_sequence_replies = 0  # ai_responses produced with an integer sequence_id
         self.clock = clock
         self.wall_ns = wall_ns
         self.rss = rss
@@ -814,11 +818,16 @@ class UserCore:
             shared[key] = recorded_value
             contributing.append({"agent": name, "processed_sequence": recorded_seq})
 
+        echoed = seq
+        if self._wrong_sequence_every and seq is not None:
+            self._integer_sequence_replies += 1
+            if self._integer_sequence_replies % self._wrong_sequence_every == 0:
+                echoed = seq + 1  # wrong_sequence: only the echo lies; the state above keeps seq
         return reply(
             "ai_response",
             job.request,
             message_id=job.message_id,
-            sequence_id=seq,
+            sequence_id=echoed,
             priority=job.priority,
             content="Response to: " + job.content,
             contributing_agents=contributing,

@@ -235,6 +235,42 @@ STICKY_OVERLOAD = _register(
     f"its rate, even for new users and an empty queue",
 )
 
+# Trust faults: a frame claims something the client can check against what it sent or saw.
+CROSS_TALK_DEFAULT_EVERY = 3  # every 3rd ai_response dispatched, server-wide
+WRONG_SEQUENCE_DEFAULT_EVERY = 5  # every 5th ai_response with an integer sequence_id, per user
+#: How every encoded ``ai_response`` begins (``core.reply`` puts ``type`` first and orjson keeps
+#: the order): cross_talk tells one from the other encoded replies without decoding it.
+AI_RESPONSE_PREFIX = b'{"type":"ai_response"'
+
+CROSS_TALK = _register(
+    "cross_talk",
+    "privacy / no cross-talk",
+    f"server-wide, every N-th ai_response dispatched (default {CROSS_TALK_DEFAULT_EVERY}, all users "
+    f"together) is also sent, as an identical copy, to the most recently opened open connection of "
+    f"another user, when another user is connected; the owner still gets its own",
+    Param("N", CROSS_TALK_DEFAULT_EVERY, "ai_responses per copy", integer=True),
+)
+WRONG_SEQUENCE = _register(
+    "wrong_sequence",
+    "echo integrity",
+    f"per user, every N-th produced ai_response whose sequence_id is an integer (default "
+    f"{WRONG_SEQUENCE_DEFAULT_EVERY}) echoes sequence_id + 1; what was processed and the agent "
+    f"state keep the real one",
+    Param("N", WRONG_SEQUENCE_DEFAULT_EVERY, "ai_responses with an integer sequence_id", integer=True),
+)
+FALSE_REDELIVERED = _register(
+    "false_redelivered",
+    "truthful redelivery flag",
+    "the first delivery of every offline entry (push or reply, on connect or at once) is flagged "
+    "redelivered: true (offline_redelivered_total still counts only real redeliveries)",
+)
+WRONG_QUEUED_COUNT = _register(
+    "wrong_queued_count",
+    "truthful queued count",
+    "session_started.queued announces one more than the entries waiting, whenever any are "
+    "waiting (0 stays 0); what is delivered is unchanged",
+)
+
 # Parameters of the faults (module constants so tests and docs can refer to them).
 REORDER_PERIOD = 5
 REORDER_OFFSET = 2  # hold back n where n % 5 == 2 -> 2nd, 7th, 12th, ...

@@ -138,6 +138,8 @@ class OfflineQueue:
         self.policy_confusion = F.POLICY_CONFUSION in faults
         self.lazy_expiry = F.LAZY_EXPIRY in faults
         self.unbounded = F.UNBOUNDED_OFFLINE in faults
+        self.false_redelivered = F.FALSE_REDELIVERED in faults
+        self.wrong_queued_count = F.WRONG_QUEUED_COUNT in faults
         self.clock = clock
         self.wall_ns = wall_ns
         self._new_id = new_delivery_id or _default_delivery_id
@@ -335,17 +337,19 @@ class OfflineQueue:
         """A connection of the user opened: what to announce and deliver on it.
 
         ``queued`` is the number of waiting entries after the sweep (the value of
-        ``session_started.queued``); ``frames`` are their deliveries in order.
+        ``session_started.queued``; one more under ``wrong_queued_count`` when any are waiting);
+        ``frames`` are their deliveries in order.
         """
         self._sweep(delivery=True)
         queued = self._n_waiting
+        announced = queued + 1 if self.wrong_queued_count and queued > 0 else queued
         if self.lose_offline:  # announce, then lose them without a trace
             for entry in self._ordered_waiting():
                 self._unwait(entry)
                 self._forget(entry)
             self._compact()
-            return ConnectPass(queued, [])
-        return ConnectPass(queued, self._take(owner))
+            return ConnectPass(announced, [])
+        return ConnectPass(announced, self._take(owner))
 
     def take_for_delivery(self, owner: Any) -> list[dict[str, Any]]:
         """Sweep, then hand every waiting entry to ``owner`` in delivery order.
@@ -381,7 +385,7 @@ class OfflineQueue:
             **entry.frame,
             "delivery_id": entry.delivery_id,
             "queued_at": entry.queued_at,
-            "redelivered": redelivered,
+            "redelivered": redelivered or self.false_redelivered,  # false_redelivered: the flag lies
         }
 
     def ack(self, delivery_ids: Iterable[str]) -> int:

@@ -837,6 +837,23 @@ class MockServer:
     def _dispatch(self, user: UserRuntime, items: list[tuple[bytes, Conn | None]]) -> None:
         if not items:
             return
+        if F.CROSS_TALK in self.faults:
+            # cross_talk: every N-th ai_response dispatched, all users together, is also sent (a
+            # copy, never re-routed) to the newest open connection of another user, if any. The
+            # count is kept on the server, created here on first use.
+            every = int(self.faults.param(F.CROSS_TALK))
+            for data, _origin in items:
+                if not data.startswith(F.AI_RESPONSE_PREFIX):
+                    continue
+                self._cross_talk_count = getattr(self, "_cross_talk_count", 0) + 1
+                if self._cross_talk_count % every:
+                    continue
+                stranger = max((c for u in self.users.values() if u is not user for c in u.connections),
+                               key=lambda c: c.conn_id, default=None)
+                if stranger is not None:
+                    stranger.send(data)
+                    _event("fault_cross_talk", logging.WARNING, user=user.core.user_id,
+                           to_user=stranger.user.core.user_id, conn=stranger.conn_id)
         delay = F.SLOW_DELAY_S if F.SLOW in self.faults else 0.0
         if self._degrade_after:
             self._produced += len(items)

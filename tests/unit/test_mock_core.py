@@ -553,6 +553,10 @@ def test_fault_registry_descriptions():
         "stop_reading",
         "degrade",
         "sticky_overload",
+        "cross_talk",
+        "wrong_sequence",
+        "false_redelivered",
+        "wrong_queued_count",
     }
     for fault in F.FAULTS.values():
         assert fault.description and "\n" not in fault.description
