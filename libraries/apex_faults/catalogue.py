@@ -521,6 +521,90 @@ MOCK_FAULTS: tuple[FaultMode, ...] = (
         # the threshold is a share of the baseline rate measured in the same test
         targeted("3", {T.OVERLOAD: "receive rate of load 'after-recovery' was … msg/s, expected >= … msg/s"}),
     ),
+    # Trust faults: the library checks every frame against what this client sent and fails the
+    # test that saw a contradiction (MessagingLibrary/engine/trust.py), whatever it looked at.
+    # Cross-talk needs two users connected while ai_responses flow: suite 1 never has (one
+    # user per test), suite 2 has one ai_response in all (see cross_talk=1), suite 3's
+    # user_message loads have one user per connection.
+    mock(
+        "cross_talk",
+        "every 3rd ai_response, all users together, is also sent to another connected user",
+        targeted("3", {
+            T.DROPS: "Cross-talk (a privacy failure)",
+            T.RECOVERY: "Cross-talk (a privacy failure)",
+        }),
+    ),
+    # Every ai_response copied: suite 2's one reply, finished while its user is away, reaches
+    # the admin connection that reads the user's queue state meanwhile.
+    mock(
+        "cross_talk=1",
+        "every ai_response is also sent to another connected user",
+        whole("2", {
+            Q.REPLY: "Cross-talk (a privacy failure): connection 'admin' received ai_response for message "
+            "'reply-1', which this user never sent",
+        }),
+    ),
+    # Every 5th ai_response per user with a sequence_id: suite 1's scenarios sending 5 or more
+    # numbered messages (the repeated message is answered once); suite 3's user_message loads.
+    mock(
+        "wrong_sequence",
+        "the 5th, 10th … ai_response per user echoes its sequence_id + 1",
+        whole("1", {
+            R.SEQUENTIAL: "Wrong echo: ai_response for message 'seq-msg-4' on connection 'main' echoes sequence_id 5, "
+            "but 4 was sent",
+            R.OVERFLOW: "Wrong echo: ai_response for message … on connection 'main' echoes sequence_id",
+            R.CONVERSATION: "Wrong echo: ai_response for message … on connection 'main' echoes sequence_id",
+            R.STABILITY: "Wrong echo: ai_response for message … on connection 'main' echoes sequence_id",
+            R.AGENTS: "Wrong echo: ai_response for message … on connection 'main' echoes sequence_id",
+            R.BENCHMARK: "Wrong echo: ai_response for message … on connection 'main' echoes sequence_id",
+        }),
+        targeted("3", {
+            T.DROPS: "Wrong echo: load run 'drops': … echoes sequence_id",
+            T.RECOVERY: "Wrong echo: load run 'drops': … echoes sequence_id",
+        }),
+    ),
+    # Every suite-2 scenario receives offline deliveries, each first one after the connection
+    # that could have had it before was closed (or on the only connection ever open).
+    mock(
+        "false_redelivered",
+        "the first delivery of every offline entry is flagged redelivered",
+        whole("2", {
+            Q.SINGLE: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.ORDER: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.OVERFLOW: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.PRIORITY: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.EVICTION: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.TTL: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.REPLY: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.REDELIVERY: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.CYCLES: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.PUSHERS: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.BOUNDED: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.PARTITION: "False flag: … on connection 'alice' is flagged redelivered",
+            Q.SCALING: "False flag: … on connection 'scale-1' is flagged redelivered",
+        }),
+    ),
+    # One more announced than waits, whenever anything waits: every suite-2 scenario reconnects
+    # to waiting messages and later closes that connection cleanly (the count is judged then).
+    mock(
+        "wrong_queued_count",
+        "session_started.queued announces one more than is waiting",
+        whole("2", {
+            Q.SINGLE: "Wrong count: session_started on connection 'alice' announced 2 queued message(s), but 1 were delivered",
+            Q.ORDER: "Wrong count: session_started on connection 'alice' announced 6 queued message(s), but 5 were delivered",
+            Q.OVERFLOW: "Wrong count: session_started on connection 'alice' announced 4 queued message(s), but 3 were delivered",
+            Q.PRIORITY: "Wrong count: session_started on connection 'alice' announced 8 queued message(s), but 7 were delivered",
+            Q.EVICTION: "Wrong count: session_started on connection 'alice' announced 4 queued message(s), but 3 were delivered",
+            Q.TTL: "Wrong count: session_started on connection 'alice' announced 3 queued message(s), but 2 were delivered",
+            Q.REPLY: "Wrong count: session_started on connection 'alice' announced 2 queued message(s), but 1 were delivered",
+            Q.REDELIVERY: "Wrong count: session_started on connection 'alice' announced 2 queued message(s), but 1 were delivered",
+            Q.CYCLES: "Wrong count: session_started on connection 'alice' announced 3 queued message(s), but 2 were delivered",
+            Q.PUSHERS: "Wrong count: session_started on connection 'alice' announced 9 queued message(s), but 8 were delivered",
+            Q.BOUNDED: "Wrong count: session_started on connection 'alice' announced 6 queued message(s), but 5 were delivered",
+            Q.PARTITION: "Wrong count: session_started on connection 'alice' announced 4 queued message(s), but 3 were delivered",
+            Q.SCALING: "Wrong count: session_started on connection 'scale-1' announced 2 queued message(s), but 1 were delivered",
+        }),
+    ),
 )
 
 # --------------------------------------------------------------------------- proxy rows
