@@ -34,6 +34,8 @@ from .catalogue import CATALOGUE, LAYERS, Catalogue, FaultMode, Suite, rows_of_l
 from .report import rerun_text, reruns, summary_line, write_report
 from .runner import (
     CAUGHT,
+    DEFAULT_DIALECT,
+    DIALECTS,
     EXIT_USAGE,
     GREEN,
     NA,
@@ -69,6 +71,13 @@ verdicts:
                        and again when re-run once: not caught, not green
   n/a                  a mock fault while the target is not the built-in mock (a --variablefile
                        such as resources/variables/staging.py sets APEX_TARGET to another server)
+
+dialect:
+  --dialect netra runs every cell in the real platform's wire protocol: each robot run gets
+  -v APEX_DIALECT:netra, so the suites start the built-in mock in that dialect (apex-mock
+  --dialect netra) and the library speaks it. Every run gets -v APEX_DIALECT:<dialect>, the
+  default apex too (a command-line variable wins over --variablefile and the environment).
+  The report's title, heading and matrix.json ("dialect") say which dialect ran.
 
 re-runs:
   A test that ends inconclusive is run once more (only the inconclusive tests of the cell, with
@@ -113,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--strict", action="store_true", help="exit 1 on caught+collateral too")
     add("--jobs", type=_positive_int, default=1, metavar="N", help="cells run at once (suite 3 always alone; default 1)")
     add("--output", type=Path, default=DEFAULT_OUTPUT, metavar="DIR", help=f"where to write (default {DEFAULT_OUTPUT})")
+    add("--dialect", choices=DIALECTS, default=DEFAULT_DIALECT,
+        help=f"wire protocol of every run: -v APEX_DIALECT:<dialect> (default {DEFAULT_DIALECT}; see dialect below)")
     add("--variablefile", action="append", default=[], metavar="FILE", help="robot variable file for every run (repeatable); one that sets APEX_TARGET to another server makes mock rows n/a")
     add("--suites-dir", type=Path, metavar="DIR", help="directory of the .robot files (default: suites/ of the project)")
     add("--list", action="store_true", help="print the catalogue and exit")
@@ -334,7 +345,8 @@ def run_matrix(args: argparse.Namespace, chosen: Selection, catalogue: Catalogue
     output = args.output.resolve()
     started = datetime.now().astimezone()
     with _sigterm_raises():
-        results = execute(cells, Settings(output, chosen.project, chosen.variable_files, args.jobs, run), _print)
+        settings = Settings(output, chosen.project, chosen.variable_files, args.jobs, run, dialect=args.dialect)
+        results = execute(cells, settings, _print)
     planned = {cell.row.name for cell in cells}
     return Matrix(
         suites=chosen.suites,
@@ -344,6 +356,7 @@ def run_matrix(args: argparse.Namespace, chosen: Selection, catalogue: Catalogue
         started=started,
         output=output,
         not_selected=tuple(row.name for row in chosen.faults if row.name not in planned),
+        dialect=args.dialect,
     )
 
 

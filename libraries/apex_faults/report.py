@@ -35,6 +35,11 @@ from .runner import (
 
 TITLE = "Fault matrix"
 
+
+def title(matrix: Matrix) -> str:
+    """The report's title and heading, naming the wire protocol the runs spoke: ``Fault matrix (netra dialect)``."""
+    return f"{TITLE} ({matrix.dialect} dialect)"
+
 LEGEND = (
     "Each row runs the suites under one fault mode: of the built-in mock, or of the fault proxy every "
     "connection goes through. `none` and `proxy` are the no-fault baselines: every scenario must pass "
@@ -161,7 +166,8 @@ def _failures(row: RowResult) -> list[tuple[Suite, str, str]]:
 def to_json(matrix: Matrix) -> dict[str, Any]:
     """Everything in the matrix as plain JSON data."""
     return {
-        "title": TITLE,
+        "title": title(matrix),
+        "dialect": matrix.dialect,
         "command": list(matrix.command),
         "started": matrix.started.isoformat(timespec="seconds") if matrix.started else None,
         "exit_code": matrix.exit_code,
@@ -242,7 +248,7 @@ def _run_json(result: CellResult, matrix: Matrix) -> dict[str, Any]:
 
 def to_markdown(matrix: Matrix) -> str:
     """The matrix as Markdown: legend, summary, one table per suite, problems, failures."""
-    lines = [f"# {TITLE}", "", LEGEND, "", f"**{summary_line(matrix)}**", ""]
+    lines = [f"# {title(matrix)}", "", LEGEND, "", f"**{summary_line(matrix)}**", ""]
     lines += _md_run_info(matrix)
     for suite in matrix.suites:
         lines += _md_suite(matrix, suite)
@@ -334,7 +340,7 @@ def _e(text: object) -> str:
 
 def to_html(matrix: Matrix) -> str:
     """One self-contained page (inline CSS, no script) with the same content as the Markdown."""
-    body = [f"<h1>{_e(TITLE)}</h1>", f"<p>{_md_inline_to_html(LEGEND)}</p>"]
+    body = [f"<h1>{_e(title(matrix))}</h1>", f"<p>{_md_inline_to_html(LEGEND)}</p>"]
     body.append(f'<p class="summary">{_e(summary_line(matrix))}</p>')
     started = matrix.started.isoformat(timespec="seconds") if matrix.started else "?"
     body.append(
@@ -349,7 +355,7 @@ def to_html(matrix: Matrix) -> str:
     body += _html_failures(matrix)
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(TITLE)}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
+        f"<title>{_e(title(matrix))}</title><style>{CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
 
 

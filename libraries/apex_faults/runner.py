@@ -54,6 +54,12 @@ VERDICTS = (GREEN, RED, CAUGHT, COLLATERAL, MISSED, WRONG_REASON, GAP, INCONCLUS
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
 #: How much of robot's console output an error message quotes (its end).
 CONSOLE_TAIL_CHARS = 4000
+#: The wire protocols a matrix can run in (``apex-faults --dialect``), the default first. Every
+#: robot run gets ``-v APEX_DIALECT:<dialect>``: the suites then start the built-in mock in that
+#: dialect and speak it (a command-line variable wins over variable files and the environment).
+DIALECTS = ("apex", "netra")
+DEFAULT_DIALECT = DIALECTS[0]
+DIALECT_VARIABLE = "APEX_DIALECT"
 
 
 # --------------------------------------------------------------------------- running robot
@@ -443,6 +449,12 @@ class Settings:
     variable_files: tuple[Path, ...] = ()
     jobs: int = 1
     run: RunRobot = run_robot  # replaced by a fake in unit tests
+    dialect: str = DEFAULT_DIALECT  # every run's APEX_DIALECT
+
+
+def cell_variables(cell: Cell, settings: Settings) -> dict[str, str]:
+    """The robot ``--variable``s of ``cell``'s runs: its row's fault, and the matrix's dialect."""
+    return {**cell.row.robot_variables(), DIALECT_VARIABLE: settings.dialect}
 
 
 RERUN_DIR = "rerun"
@@ -457,7 +469,7 @@ def run_cell(cell: Cell, settings: Settings, progress: Callable[[str], None] | N
     """
     directory = cell.directory(settings.output)
     shutil.rmtree(directory, ignore_errors=True)
-    variables = cell.row.robot_variables()
+    variables = cell_variables(cell, settings)
     try:
         run = _run(cell, settings, directory, cell.tests)
     except RobotRunError as error:
@@ -491,7 +503,7 @@ def _run(cell: Cell, settings: Settings, directory: Path, tests: Sequence[str]) 
     return settings.run(
         settings.project.suite_path(cell.suite),
         directory,
-        variables=cell.row.robot_variables(),
+        variables=cell_variables(cell, settings),
         variable_files=settings.variable_files,
         tests=list(tests) or None,
         timeout=cell.suite.timeout_s,
@@ -762,6 +774,7 @@ class Matrix:
     started: datetime | None = None
     output: Path | None = None
     not_selected: tuple[str, ...] = ()  # rows whose suites were all left out
+    dialect: str = DEFAULT_DIALECT  # the wire protocol every run spoke (APEX_DIALECT)
 
     @property
     def exit_code(self) -> int:

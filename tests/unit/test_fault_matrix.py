@@ -306,7 +306,7 @@ def fake_project(tmp_path: Path, suites=(ALPHA, BETA)) -> R.Project:
 def guarded_answers(variables, suite_file, tests):
     """A server where every fault breaks exactly what the fake catalogue says it does."""
     suite = FAKE.suite(suite_file)
-    row = FAKE.fault(variables.get("APEX_MOCK_FAULTS") or ("proxy" if variables else "none"))
+    row = FAKE.fault(variables.get("APEX_MOCK_FAULTS") or ("proxy" if variables.get("APEX_PROXY") else "none"))
     expectation = row.expectation(suite.key)
     fails = expectation.fails if expectation else {}
     return {t: R.Outcome("FAIL", f"broken: {fails[t]}") if t in fails else R.Outcome("PASS") for t in tests or suite.tests}
@@ -438,7 +438,7 @@ def test_cli_runs_the_plan_and_exits_0_when_every_guarded_row_is_caught(tmp_path
     code, robot, data = run_cli(tmp_path)
     assert code == 0 and data["exit_code"] == 0
     assert [r["verdict"] for r in data["rows"]] == ["green", "green", "caught", "caught", "caught", "gap"]
-    assert robot.calls[0][0] == {} and robot.calls[0][1] == ALPHA.file
+    assert robot.calls[0][0] == {"APEX_DIALECT": "apex"} and robot.calls[0][1] == ALPHA.file
     out = capsys.readouterr().out
     assert "4 fault modes, 3 caught, 1 gap; no-fault runs green" in out
     assert "  proxy:mystery: gap" in out and str(tmp_path / "matrix" / "matrix.html") in out
@@ -479,6 +479,73 @@ def test_cli_strict_fails_on_collateral(tmp_path):
     assert code == 1 and data["rows"][2]["verdict"] == "caught+collateral"
 
 
+def test_every_run_gets_the_dialect_apex_by_default_and_the_report_says_so(tmp_path):
+    code, robot, data = run_cli(tmp_path)
+    assert code == 0 and robot.calls
+    assert all(call[0]["APEX_DIALECT"] == "apex" for call in robot.calls)
+    assert data["dialect"] == "apex" and data["title"] == "Fault matrix (apex dialect)"
+    assert data["rows"][2]["runs"]["1"]["variables"] == {"APEX_MOCK_FAULTS": "break_one", "APEX_DIALECT": "apex"}
+    assert (tmp_path / "matrix" / "matrix.md").read_text(encoding="utf-8").startswith("# Fault matrix (apex dialect)\n")
+
+
+def test_dialect_netra_reaches_every_robot_run_the_re_runs_and_the_report(tmp_path):
+    def answer(variables, suite_file, tests):
+        if variables.get("APEX_MOCK_FAULTS") == "break_one" and not tests:
+            return {"A one": inconclusive(), "A two": R.Outcome("PASS"), "A three": R.Outcome("PASS")}
+        return guarded_answers(variables, suite_file, tests)
+
+    code, robot, data = run_cli(tmp_path, "--dialect", "netra", "--fault", "break_one", "--fault", "proxy:mystery",
+                                answers=answer)
+    assert code == 0  # proxy:mystery is an unguarded gap: it does not decide the exit code
+    rows = {row["name"]: row for row in data["rows"]}
+    # baselines, the fault row, its re-run and the proxy row: all in netra, nothing else changed
+    assert [call[0] for call in robot.calls if call[1] == ALPHA.file] == [
+        {"APEX_DIALECT": "netra"},
+        {"APEX_PROXY": "on", "APEX_DIALECT": "netra"},
+        {"APEX_MOCK_FAULTS": "break_one", "APEX_DIALECT": "netra"},
+        {"APEX_MOCK_FAULTS": "break_one", "APEX_DIALECT": "netra"},
+        {"APEX_PROXY": "on", "APEX_PROXY_FAULTS": "mystery", "APEX_DIALECT": "netra"},
+    ]
+    assert all(call[0]["APEX_DIALECT"] == "netra" for call in robot.calls)
+    assert rows["break_one"]["verdict"] == "caught" and rows["break_one"]["runs"]["1"]["rerun"]["tests"] == ["A one"]
+    assert rows["break_one"]["runs"]["1"]["variables"]["APEX_DIALECT"] == "netra"
+    assert data["dialect"] == "netra" and data["title"] == "Fault matrix (netra dialect)"
+    assert (tmp_path / "matrix" / "matrix.md").read_text(encoding="utf-8").startswith("# Fault matrix (netra dialect)\n")
+    page = (tmp_path / "matrix" / "matrix.html").read_text(encoding="utf-8")
+    assert "<title>Fault matrix (netra dialect)</title>" in page and "<h1>Fault matrix (netra dialect)</h1>" in page
+
+
+def test_dialect_wins_over_a_variable_file_and_an_unknown_one_is_a_usage_error(tmp_path, capsys):
+    netra_file = tmp_path / "netra.py"
+    netra_file.write_text("APEX_DIALECT = 'netra'\n")
+    _, robot, data = run_cli(tmp_path, "--variablefile", str(netra_file), "--fault", "break_one")
+    # robot gives a command-line variable precedence over a variable file: the matrix says what ran
+    assert all(call[0]["APEX_DIALECT"] == "apex" and call[3] == [netra_file.resolve()] for call in robot.calls)
+    assert data["dialect"] == "apex"
+    fake_project(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--suites-dir", str(tmp_path / "suites"), "--dialect", "klingon"], catalogue=FAKE,
+                 run=FakeRobot(guarded_answers))
+    assert exit_info.value.code == 2
+    assert "argument --dialect: invalid choice: 'klingon' (choose from apex, netra)" in capsys.readouterr().err.replace("'apex', 'netra'", "apex, netra")
+
+
+def test_the_runner_passes_the_dialect_as_a_robot_variable(tmp_path):
+    settings = R.Settings(tmp_path / "out", fake_project(tmp_path), dialect="netra")
+    [cell] = R.plan_cells([BREAK_ONE], [ALPHA])
+    assert R.cell_variables(cell, settings) == {"APEX_MOCK_FAULTS": "break_one", "APEX_DIALECT": "netra"}
+    assert R.DIALECTS == ("apex", "netra") and R.Settings(tmp_path, settings.project).dialect == "apex"
+    command = R.robot_command(tmp_path / "s.robot", tmp_path / "o", variables=R.cell_variables(cell, settings))
+    assert command[-5:] == ["--variable", "APEX_MOCK_FAULTS:break_one", "--variable", "APEX_DIALECT:netra", str(tmp_path / "s.robot")]
+
+
+def test_cli_help_documents_the_dialect(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--dialect {apex,netra}" in out and "-v APEX_DIALECT:netra" in out
+
+
 def test_cli_with_a_variable_file_reports_mock_rows_na_and_runs_baselines_and_proxy_rows(tmp_path):
     variables = tmp_path / "staging.py"
     variables.write_text("APEX_TARGET = 'staging'\n")
@@ -513,7 +580,7 @@ def test_cli_with_a_durations_only_variable_file_still_runs_mock_rows(tmp_path):
     durations.write_text("BURST_PAUSE = '2 s'\n")
     code, robot, data = run_cli(tmp_path, "--variablefile", str(durations), "--fault", "break_one")
     assert code == 0 and data["rows"][2]["verdict"] == "caught"
-    assert {"APEX_MOCK_FAULTS": "break_one"} in [call[0] for call in robot.calls]
+    assert {"APEX_MOCK_FAULTS": "break_one", "APEX_DIALECT": "apex"} in [call[0] for call in robot.calls]
 
 
 def test_cli_suite_selection_leaves_out_rows_guarding_other_suites(tmp_path):
@@ -850,7 +917,7 @@ def test_an_inconclusive_cell_is_re_run_once_with_only_its_inconclusive_tests(tm
     settings = R.Settings(tmp_path / "out", fake_project(tmp_path), run=robot)
     [done] = R.execute(R.plan_cells([BREAK_ONE], [ALPHA]), settings, lines.append)
     assert [call[2] for call in robot.calls] == [(), ("A one", "A two")]
-    assert robot.calls[0][0] == robot.calls[1][0] == {"APEX_MOCK_FAULTS": "break_one"}
+    assert robot.calls[0][0] == robot.calls[1][0] == {"APEX_MOCK_FAULTS": "break_one", "APEX_DIALECT": "apex"}
     assert done.rerun.tests == ("A one", "A two") and done.rerun.output_dir == done.output_dir / "rerun"
     assert done.outcome("A one").status == "FAIL" and done.outcome("A three").status == "PASS"
     assert R.judge_row(BREAK_ONE, [done]).verdict == R.CAUGHT
