@@ -275,12 +275,13 @@ class MessagingLibrary(DynamicCore):
         self.ctx.inconclusive = []
 
     def _end_test(self, data, result) -> None:
+        self._release(f"test:{data.id}")  # closing cleanly completes the trust checks of its connections
+        _judge_trust(result, self.ctx.trust.take())
         if result.failed:
             note = self.ctx.fault_note()
             if note and note not in result.message:
                 result.message += note
         _judge_inconclusive(result, self.ctx.inconclusive)
-        self._release(f"test:{data.id}")
         self.ctx.scope = self.ctx.suite_scope
         self.ctx.test_mark = self.ctx.history.mark()
 
@@ -322,6 +323,22 @@ class MessagingLibrary(DynamicCore):
     start_test = _start_test
     end_test = _end_test
     close = _close
+
+
+def _judge_trust(result, violations: list[str]) -> None:
+    """A test in which a frame contradicted what the client sent fails, naming each defect (engine.trust).
+
+    Whatever the test was looking at: cross-talk, a wrong echo, a false redelivery flag or a
+    wrong queued count is a defect of the server in its own right.
+    """
+    if not violations:
+        return
+    text = "Server frames contradicted what this client sent: " + "; ".join(violations) + "."
+    if result.passed or result.skipped:
+        result.status = "FAIL"
+        result.message = text
+    elif text not in result.message:
+        result.message = (result.message + "\n\n" + text).strip()
 
 
 def _judge_inconclusive(result, reasons: list[str]) -> None:

@@ -16,9 +16,11 @@ from robot.api import logger
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from robot.utils import is_truthy, timestr_to_secs
 
+from .dialects import ApexDialect, Dialect
 from .engine.checks import CheckResult
 from .engine.history import FAULT, History
 from .engine.loop import LoopThread
+from .engine.trust import TrustChecker
 from .engine.session import Session, SessionError
 
 
@@ -40,6 +42,13 @@ class Target:
     strategy: UserStrategy = UserStrategy.derive
     auth_url: str | None = None
     name: str = "unset"
+    #: The wire protocol (MessagingLibrary.dialects): apex unless Configure Target says otherwise.
+    dialect: Dialect = field(default_factory=ApexDialect)
+    #: Signs the test users' JWTs in a dialect whose tokens are JWTs (``APEX_JWT_SECRET``).
+    jwt_secret: str | None = None
+    #: The end-to-end test login's bypass key (``APEX_E2E_BYPASS_KEY``) and its header.
+    bypass_key: str | None = None
+    bypass_header: str = "X-E2E-Bypass-Key"
 
 
 @dataclass
@@ -122,6 +131,9 @@ class Context:
     #: Why this test's rate or latency could not be judged (one reason per run); the listener
     #: turns a test that otherwise passed into SKIP with ``Inconclusive: ...``.
     inconclusive: list[str] = field(default_factory=list)
+    #: Every frame's claims against what the client sent (engine.trust); the listener fails
+    #: each test in which it recorded a violation.
+    trust: TrustChecker = field(default_factory=TrustChecker)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self) -> int:

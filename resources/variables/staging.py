@@ -9,6 +9,15 @@ Everything comes from environment variables; nothing secret is kept in files or 
 | APEX_ADMIN_TOKEN   | suite 2 (admin ``push``)        | admin token                                      |
 | APEX_AUTH_URL      | optional                        | test-user endpoint: each test POSTs for a token  |
 | APEX_USER_STRATEGY | optional                        | ``derive`` (default), ``auth_url`` or ``fixed``  |
+| APEX_DIALECT       | optional                        | ``apex`` (default), ``netra``, or ``module:Class`` |
+| APEX_AUTH_IN       | optional                        | ``header``, ``subprotocol`` or ``query``         |
+| APEX_JWT_SECRET    | netra with ``derive``           | signs each test user's HS256 JWT                 |
+| APEX_E2E_BYPASS_KEY| optional (netra ``auth_url``)   | the end-to-end test login's bypass key           |
+| APEX_E2E_BYPASS_HEADER | optional                    | its header (default ``X-E2E-Bypass-Key``)        |
+
+For the real platform: ``APEX_DIALECT=netra`` and either ``APEX_JWT_SECRET`` (each test user a
+minted JWT) or ``APEX_AUTH_URL=https://…/auth/e2e/test-auth`` with ``APEX_E2E_BYPASS_KEY``
+(each test user from the platform's end-to-end test login); ``APEX_TOKEN`` is then not needed.
 
 ``robot -V resources/variables/staging.py suites/``. When something needed is missing (here, or
 ``APEX_ADMIN_TOKEN`` for suite 2), or the server does not answer, each suite setup fails within
@@ -30,6 +39,11 @@ APEX_AUTH_URL = _env("APEX_AUTH_URL")
 APEX_USER_STRATEGY = _env("APEX_USER_STRATEGY") or ("auth_url" if APEX_AUTH_URL else "derive")
 APEX_TOKEN = Secret(_env("APEX_TOKEN")) if _env("APEX_TOKEN") else None
 APEX_ADMIN_TOKEN = Secret(_env("APEX_ADMIN_TOKEN")) if _env("APEX_ADMIN_TOKEN") else None
+APEX_DIALECT = _env("APEX_DIALECT") or "apex"
+APEX_AUTH_IN = _env("APEX_AUTH_IN")
+APEX_JWT_SECRET = Secret(_env("APEX_JWT_SECRET")) if _env("APEX_JWT_SECRET") else None
+APEX_E2E_BYPASS_KEY = Secret(_env("APEX_E2E_BYPASS_KEY")) if _env("APEX_E2E_BYPASS_KEY") else None
+APEX_E2E_BYPASS_HEADER = _env("APEX_E2E_BYPASS_HEADER") or "X-E2E-Bypass-Key"
 APEX_MOCK_FAULTS = ""
 #: Route every connection through the library's fault proxy (``-v APEX_PROXY:on``), optionally
 #: with standing proxy faults (``-v APEX_PROXY_FAULTS:drop_responses``; see Start Fault Proxy).
@@ -41,7 +55,10 @@ APEX_PROXY_ALLOW_REMOTE = False
 _missing = []
 if not APEX_WS_URL:
     _missing.append("APEX_WS_URL (the server's WebSocket URL, e.g. ws://127.0.0.1:8765/ws)")
-if APEX_USER_STRATEGY != "auth_url" and APEX_TOKEN is None:
+_mints = APEX_DIALECT.lower() == "netra" and APEX_USER_STRATEGY == "derive"
+if _mints and APEX_JWT_SECRET is None:
+    _missing.append("APEX_JWT_SECRET (the netra dialect derives each test user as a JWT signed with it)")
+if APEX_USER_STRATEGY != "auth_url" and APEX_TOKEN is None and not _mints:
     _missing.append("APEX_TOKEN (a test user's token)")
 if APEX_USER_STRATEGY == "auth_url" and not APEX_AUTH_URL:
     _missing.append("APEX_AUTH_URL (needed by APEX_USER_STRATEGY=auth_url)")

@@ -39,8 +39,11 @@ class Event:
     direction: str
     connection: str
     type: str
+    #: The canonical frame (what the checks read; see MessagingLibrary.dialects).
     frame: dict[str, Any] = field(default_factory=dict)
     intended_ns: int | None = None
+    #: The frame as it was on the wire, when the dialect translated it (None: ``frame`` is it).
+    raw: dict[str, Any] | None = None
 
     @property
     def message_id(self) -> str | None:
@@ -71,6 +74,8 @@ class Event:
         if self.intended_ns is not None:
             record["intended_ns"] = self.intended_ns
         record["frame"] = self.frame
+        if self.raw is not None:
+            record["raw"] = self.raw
         return record
 
 
@@ -94,6 +99,7 @@ class History:
         frame: dict[str, Any],
         ts_ns: int | None = None,
         intended_ns: int | None = None,
+        raw: dict[str, Any] | None = None,
     ) -> Event:
         kind = frame.get("type")
         event = Event(
@@ -104,17 +110,27 @@ class History:
             type=kind if isinstance(kind, str) else "<no type>",
             frame=frame,
             intended_ns=intended_ns,
+            raw=raw,
         )
         self._events.append(event)
         return event
 
     def record_sent(
-        self, connection: str, frame: dict[str, Any], ts_ns: int | None = None, intended_ns: int | None = None
+        self,
+        connection: str,
+        frame: dict[str, Any],
+        ts_ns: int | None = None,
+        intended_ns: int | None = None,
+        raw: dict[str, Any] | None = None,
     ) -> Event:
-        return self._append(SENT, connection, frame, ts_ns, intended_ns)
+        """A frame sent: ``frame`` canonical, ``raw`` the wire frame when the dialect translated it."""
+        return self._append(SENT, connection, frame, ts_ns, intended_ns, raw)
 
-    def record_received(self, connection: str, frame: dict[str, Any], ts_ns: int | None = None) -> Event:
-        return self._append(RECEIVED, connection, frame, ts_ns)
+    def record_received(
+        self, connection: str, frame: dict[str, Any], ts_ns: int | None = None, raw: dict[str, Any] | None = None
+    ) -> Event:
+        """A frame received: ``frame`` its canonical classification, ``raw`` the wire frame if different."""
+        return self._append(RECEIVED, connection, frame, ts_ns, None, raw)
 
     def record_connection(self, connection: str, what: str, **details: Any) -> Event:
         """A connection event: ``opened``, ``closed``, ``dropped``, ``lost``, ``reconnected``."""

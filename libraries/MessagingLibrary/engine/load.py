@@ -43,7 +43,9 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from .health import DEFAULT_BEHIND_THRESHOLD_S, DEFAULT_MAX_LATE_FRACTION, FlowConnection, GeneratorHealth, LagProbe, SendClock, waits_on_peer
 from .metrics import LatencyHistogram
 from .schedule import Phase, Schedule
-from .session import MAX_FRAME_BYTES, describe_open_error
+from ..dialects import ApexDialect, Dialect, SessionOpenError
+from ..dialects.base import shown_url
+from .session import MAX_FRAME_BYTES, describe_open_error, describe_session_open
 from .tracking import ConnectionTracker
 
 #: Replies that answer a message (processed by the server).
@@ -101,6 +103,8 @@ class LoadPlan:
     #: How long an injected drop's reconnect waits for the offline deliveries announced in
     #: ``session_started.queued`` before resending.
     redelivery_wait_s: float = 2.0
+    #: The wire protocol (MessagingLibrary.dialects); apex unless told.
+    dialect: Dialect = field(default_factory=ApexDialect)
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -210,6 +214,8 @@ class LoadConnection:
         self.acks: list[str] = []
         self.ack_task: asyncio.Task[None] | None = None
         self.progress = asyncio.Event()
+        self.token = engine.plan.token_for(self.index)
+        self.codec = engine.plan.dialect.codec(self.token)
 
     @property
     def is_open(self) -> bool:
@@ -218,10 +224,13 @@ class LoadConnection:
     async def open(self, timeout: float) -> None:
         plan = self.engine.plan
         started = time.perf_counter_ns()
+        args = plan.dialect.connect_args(plan.url, self.token)
+        codec = plan.dialect.codec(self.token)
         try:
             self.ws = await connect(
-                plan.url,
-                additional_headers={"Authorization": f"Bearer {plan.token_for(self.index)}"},
+                args.url,
+                additional_headers=args.headers,
+                subprotocols=args.subprotocols,
                 open_timeout=timeout,
                 compression=None,
                 proxy=None,
@@ -231,22 +240,33 @@ class LoadConnection:
                 create_connection=FlowConnection,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
-            self.open_error = describe_open_error(plan.url, error)
+            self.open_error = describe_open_error(shown_url(plan.url), error)
             raise ConnectionError(self.open_error) from None
+        try:
+            early = await codec.open(self.ws, max(0.1, timeout - (time.perf_counter_ns() - started) / 1e9))
+        except (SessionOpenError, ConnectionClosed, TimeoutError) as error:
+            self.ws.transport.abort()
+            reason = error if isinstance(error, SessionOpenError) else describe_session_open(self.ws, error)
+            self.open_error = f"Connected to {shown_url(plan.url)} but the session did not open ({plan.dialect.describe()}): {reason}"
+            raise ConnectionError(self.open_error) from None
+        self.codec = codec
         self.handshake_s = (time.perf_counter_ns() - started) / 1e9
         self.session_started = None
         self.epoch_deliveries = 0
         self.injected = False
+        for frame in early:
+            self._handle(frame if codec.identity else codec.classify(frame), time.perf_counter_ns())
         self.reader = asyncio.create_task(self._read(self.ws), name=f"load-reader-{self.name}")
 
     # -- reading -----------------------------------------------------------------------------
 
     async def _read(self, ws: ClientConnection) -> None:
         engine = self.engine
-        run_prefix = engine.run_prefix
-        plen = len(run_prefix)
         loads = orjson.loads
         clock = time.perf_counter_ns
+        handle = self._handle
+        codec = self.codec
+        identity = codec.identity
         try:
             async for raw in ws:
                 ts = clock()
@@ -258,54 +278,12 @@ class LoadConnection:
                 if not isinstance(frame, dict):
                     engine.unparseable += 1
                     continue
-                kind = frame.get("type")
-                request_id = frame.get("request_id")
-                if request_id is not None and request_id in self.pending:
-                    future = self.pending.pop(request_id)
-                    if not future.done():
-                        future.set_result(frame)
-                    continue
-                if kind in ANSWERS or kind in OTHER_OUTCOMES:
-                    delivery_id = frame.get("delivery_id")
-                    if isinstance(delivery_id, str):
-                        self.epoch_deliveries += 1
-                        self._ack(delivery_id)
-                    message_id = frame.get("message_id")
-                    if not isinstance(message_id, str) or not message_id.startswith(run_prefix):
-                        if kind == "error":
-                            engine.note_error(frame)
-                        else:
-                            engine.unmatched += 1
-                        continue
-                    connection, _, sequence = message_id[plen:].partition("-")
-                    try:
-                        owner = engine.connections[int(connection)]
-                        seq = int(sequence)
-                    except (ValueError, IndexError):
-                        engine.unmatched += 1
-                        continue
-                    if seq >= owner.tracker.sent:
-                        engine.unmatched += 1
-                        continue
-                    k = seq * engine.width + owner.index
-                    if kind in ANSWERS:
-                        offset = engine.schedule.intended_offset_ns(k)
-                        latency = ts - engine.start_ns - offset
-                        if owner.tracker.on_answer(seq, latency, owner.name):
-                            engine.on_answer(k, offset, latency, ts)
-                    else:
-                        owner.tracker.on_other_outcome(seq, kind)
-                        if kind == "queue_full":
-                            engine.on_refused(k, ts)
-                        elif kind == "error":
-                            engine.note_error(frame)
-                    continue
-                if kind == "session_started":
-                    if self.session_started is None:
-                        self.session_started = frame
-                    self.progress.set()
-                    continue
-                engine.other_frames += 1
+                if not identity:
+                    frame = codec.classify(frame)
+                    answer = codec.reply_to_client(frame)
+                    if answer is not None:
+                        asyncio.get_running_loop().create_task(self._send_frame(answer, encode=False))
+                handle(frame, ts)
         except ConnectionClosed:
             pass
         finally:
@@ -317,6 +295,72 @@ class LoadConnection:
             if not self.closing:
                 self._on_lost(ws)
 
+    def _handle(self, frame: dict[str, Any], ts: int) -> None:
+        """One received canonical frame: settle a request, an answer or an outcome, or count it."""
+        engine = self.engine
+        run_prefix = engine.run_prefix
+        plen = len(run_prefix)
+        kind = frame.get("type")
+        request_id = frame.get("request_id")
+        if request_id is not None and request_id in self.pending:
+            future = self.pending.pop(request_id)
+            if not future.done():
+                future.set_result(frame)
+            return
+        if kind in ANSWERS or kind in OTHER_OUTCOMES:
+            delivery_id = frame.get("delivery_id")
+            if isinstance(delivery_id, str):
+                self.epoch_deliveries += 1
+                self._ack(delivery_id)
+            message_id = frame.get("message_id")
+            if not isinstance(message_id, str) or not message_id.startswith(run_prefix):
+                if kind == "error":
+                    engine.note_error(frame)
+                else:
+                    engine.unmatched += 1
+                return
+            connection, _, sequence = message_id[plen:].partition("-")
+            try:
+                owner = engine.connections[int(connection)]
+                seq = int(sequence)
+            except (ValueError, IndexError):
+                engine.unmatched += 1
+                return
+            if seq >= owner.tracker.sent:
+                engine.unmatched += 1
+                return
+            if owner is not self and owner.token != self.token:
+                engine.note_trust(
+                    "cross_talk",
+                    f"connection {self.name} received {kind} for message '{message_id}', which its user never sent "
+                    f"(connection {owner.name}'s user did)",
+                )
+                return
+            k = seq * engine.width + owner.index
+            if kind in ANSWERS:
+                echoed = frame.get("sequence_id")
+                if echoed is not None and echoed != seq:
+                    engine.note_trust(
+                        "wrong_echo", f"{kind} for message '{message_id}' on connection {self.name} echoes sequence_id {echoed}, but {seq} was sent"
+                    )
+                offset = engine.schedule.intended_offset_ns(k)
+                latency = ts - engine.start_ns - offset
+                if owner.tracker.on_answer(seq, latency, owner.name):
+                    engine.on_answer(k, offset, latency, ts)
+            else:
+                owner.tracker.on_other_outcome(seq, kind)
+                if kind == "queue_full":
+                    engine.on_refused(k, ts)
+                elif kind == "error":
+                    engine.note_error(frame)
+            return
+        if kind == "session_started":
+            if self.session_started is None:
+                self.session_started = frame
+            self.progress.set()
+            return
+        engine.other_frames += 1
+
     def _ack(self, delivery_id: str) -> None:
         self.acks.append(delivery_id)
         if self.ack_task is None or self.ack_task.done():
@@ -327,9 +371,16 @@ class LoadConnection:
         ids, self.acks = self.acks, []
         if ids and self.is_open and self.ws is not None:
             try:
-                await self.ws.send(orjson.dumps({"type": "ack", "delivery_ids": ids}), text=True)
+                await self._send_frame({"type": "ack", "delivery_ids": ids})
             except ConnectionClosed:
                 pass  # unacknowledged: the server delivers them again after the reconnect
+
+    async def _send_frame(self, frame: dict[str, Any], encode: bool = True) -> None:
+        """Send a (canonical, unless ``encode`` is false) control frame; closed: ConnectionClosed."""
+        if self.ws is None:
+            raise ConnectionClosed(None, None)
+        wire = frame if (not encode or self.codec.identity) else self.codec.encode(frame)
+        await self.ws.send(orjson.dumps(wire), text=True)
 
     def _on_lost(self, ws: ClientConnection) -> None:
         if self.injected:
@@ -404,7 +455,8 @@ class LoadConnection:
             body["content"] = plan.content
         if engine.is_high(k):
             body["priority"] = "high"
-        return orjson.dumps(body)
+        codec = self.codec
+        return orjson.dumps(body if codec.identity else codec.encode(body))
 
     async def _send(self, seq: int, resend: bool) -> None:
         if not self.is_open or self.ws is None:
@@ -481,7 +533,7 @@ class LoadConnection:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.pending[request_id] = future
         try:
-            await self.ws.send(orjson.dumps({**frame, "request_id": request_id}), text=True)
+            await self._send_frame({**frame, "request_id": request_id})
             return await asyncio.wait_for(future, timeout)
         finally:
             self.pending.pop(request_id, None)
@@ -529,6 +581,9 @@ class LoadEngine:
         self.deferred_sends = 0
         self.unsent = 0
         self.unmatched = 0
+        #: Frames that contradicted what the client sent, by defect, and a few examples.
+        self.trust: dict[str, int] = {}
+        self.trust_examples: dict[str, list[str]] = {}
         self.unparseable = 0
         self.other_frames = 0
         self.error_codes: dict[str, int] = {}
@@ -595,6 +650,13 @@ class LoadEngine:
             self.first_refusal_ns = ts
         if self.is_high(k):
             self.refused_high += 1
+
+    def note_trust(self, defect: str, example: str) -> None:
+        """A frame whose claim contradicts what the client sent (``cross_talk``, ``wrong_echo``)."""
+        self.trust[defect] = self.trust.get(defect, 0) + 1
+        examples = self.trust_examples.setdefault(defect, [])
+        if len(examples) < MAX_REASONS:
+            examples.append(example)
 
     def note_error(self, frame: dict[str, Any]) -> None:
         code = str(frame.get("code"))
@@ -796,6 +858,10 @@ class LoadEngine:
             reordered=sum(t.reordered for t in trackers),
             untracked=sum(t.untracked for t in trackers),
             unmatched=self.unmatched,
+            trust=dict(self.trust),
+            trust_examples={k: list(v) for k, v in self.trust_examples.items()},
+            correlation=sorted({c.codec.correlation for c in self.connections}),
+            dialect=self.plan.dialect.describe(),
             unparseable=self.unparseable,
             other_frames=self.other_frames,
             missed_sends=self.clock.late_sends,
@@ -856,6 +922,13 @@ class LoadResult:
     #: Outcome frames for no message of this run, frames that were not JSON objects, and
     #: frames of other types (neither outcomes nor replies to the run's requests).
     unmatched: int
+    #: Replies that contradicted what the client sent: ``cross_talk`` (another user's
+    #: message), ``wrong_echo`` (a sequence_id that was not sent), with examples.
+    trust: dict[str, int]
+    trust_examples: dict[str, list[str]]
+    #: How replies were matched to messages (the dialects' correlation), and the dialect.
+    correlation: list[str]
+    dialect: str
     unparseable: int
     other_frames: int
     missed_sends: int

@@ -34,7 +34,10 @@ from .health import (
     SendClock,
     waits_on_peer,
 )
+from ..dialects import ApexDialect, Codec, Dialect, SessionOpenError
+from ..dialects.base import redacted, shown_url
 from .history import History
+from .trust import COUNT_GRACE_S
 
 #: Frames larger than this are refused by the server (and by us): 1 MiB.
 MAX_FRAME_BYTES = 2**20
@@ -151,8 +154,19 @@ class Session:
         headers: dict[str, str] | None = None,
         token: str | None = None,
         ping_interval: float | None = 20.0,
+        dialect: Dialect | None = None,
+        authenticate: bool = True,
+        user_key: str | None = None,
     ) -> None:
         self.alias = alias
+        #: The wire protocol (MessagingLibrary.dialects); apex unless told.
+        self.dialect = dialect or ApexDialect()
+        #: Whether the token is sent at all (``authenticate=False``: no credentials).
+        self.authenticate = authenticate
+        #: Who this connection's user is, as the client knows it (same key: same user). Never logged.
+        self.user_key = user_key or (token if token is not None else f"anonymous:{alias}")
+        #: The current connection's codec (a fresh one per connect).
+        self.codec: Codec = self.dialect.codec(self.user_key)
         #: The user's token, kept to reconnect or open a second connection as the same user.
         #: Never logged, never part of a message.
         self.token = token
@@ -194,6 +208,11 @@ class Session:
         self.unexpected_closes = 0
         self.health = HealthStats()
         self.connects = 0
+        #: Called with (session, event) for every frame sent or received and every connection
+        #: event (the trust checker, engine.trust).
+        self.observer: Callable[[Session, Any], None] | None = None
+        self._dropping = False
+        self.session_started_ns = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -206,10 +225,13 @@ class Session:
         if self.is_open:
             raise SessionError(f"Connection '{self.alias}' is already open.")
         started = time.perf_counter_ns()
+        args = self.dialect.connect_args(self.url, self.token if self.authenticate else None)
+        codec = self.dialect.codec(self.user_key)
         try:
             self.ws = await connect(
-                self.url,
-                additional_headers=self._headers,
+                args.url,
+                additional_headers={**self._headers, **args.headers},
+                subprotocols=args.subprotocols,
                 open_timeout=timeout,
                 compression=None,
                 proxy=None,
@@ -220,9 +242,19 @@ class Session:
                 create_connection=FlowConnection,
             )
         except (OSError, InvalidHandshake, InvalidURI, TimeoutError, asyncio.TimeoutError) as error:
-            raise SessionError(describe_open_error(self.url, error)) from None
+            raise SessionError(describe_open_error(shown_url(self.url), error)) from None
+        opening_ns = time.perf_counter_ns()
+        try:
+            early = await codec.open(self.ws, max(0.1, timeout - (opening_ns - started) / 1e9))
+        except (SessionOpenError, ConnectionClosed, TimeoutError, asyncio.TimeoutError) as error:
+            self.ws.transport.abort()
+            reason = error if isinstance(error, SessionOpenError) else describe_session_open(self.ws, error)
+            raise SessionError(f"Connected to {shown_url(self.url)} but the session did not open ({self.dialect.describe()}): {reason}") from None
+        self.codec = codec
         elapsed_ns = time.perf_counter_ns() - started
         self.closing_by_us = False
+        self._dropping = False
+        self.session_started_ns = 0
         self.close_code, self.close_reason = None, ""
         self.connects += 1
         self.session_started = None
@@ -232,7 +264,10 @@ class Session:
         event = self.history.record_connection(
             self.alias, "opened" if self.connects == 1 else "reconnected", handshake_ns=elapsed_ns, started_ns=started
         )
+        self._observe(event)
         self.epoch_mark = event.index
+        for frame in early:
+            self._on_frame(frame, time.perf_counter_ns())
         self._reader = asyncio.create_task(self._read(), name=f"reader-{self.alias}")
         return elapsed_ns / 1e9
 
@@ -240,6 +275,7 @@ class Session:
         """Close cleanly (close frame and handshake), after sending the automatic acks still due."""
         if self.is_open:
             await self._settle_greeting()
+            await self._settle_deliveries()
             try:
                 await asyncio.wait_for(self._flush_acks(), timeout)
             except (asyncio.TimeoutError, TimeoutError, ConnectionLost):
@@ -250,8 +286,24 @@ class Session:
             try:
                 await asyncio.wait_for(self.ws.close(), timeout)
             except (asyncio.TimeoutError, TimeoutError):
+                self._dropping = True  # not a clean close: frames the server wrote may be unread
                 self.ws.transport.abort()
         await self._join_reader(timeout)
+
+    async def _settle_deliveries(self) -> None:
+        """Before a clean close: if fewer deliveries arrived than ``session_started.queued``
+        announced, give the rest until ``COUNT_GRACE_S`` after it (a slow server sends them
+        late). Costs nothing when the count is right; the trust checker judges the count then.
+        """
+        queued = (self.session_started or {}).get("queued")
+        if not isinstance(queued, int) or len(self.epoch_deliveries) >= queued or not self.is_open:
+            return
+        left = COUNT_GRACE_S - (time.perf_counter_ns() - self.session_started_ns) / 1e9
+        if left > 0:
+            try:
+                await self.wait_until(lambda: len(self.epoch_deliveries) >= queued, left, lambda: "")
+            except (WaitTimeout, ConnectionLost):
+                pass
 
     async def _settle_greeting(self, limit: float = GREETING_WAIT_S) -> None:
         """Give ``session_started`` (sent right after the handshake) a moment to arrive.
@@ -270,11 +322,12 @@ class Session:
         """Drop abruptly: abort the TCP connection with no close frame."""
         await self._settle_greeting()
         self.closing_by_us = True
+        self._dropping = True
         await self._stop_monitor()
         if self.ws is not None:
             self.ws.transport.abort()
         await self._join_reader(5.0)
-        self.history.record_connection(self.alias, "dropped")
+        self._observe(self.history.record_connection(self.alias, "dropped"))
 
     async def _join_reader(self, timeout: float) -> None:
         if self._reader is not None:
@@ -290,28 +343,7 @@ class Session:
         ws = self.ws
         try:
             async for raw in ws:
-                ts_ns = time.perf_counter_ns()
-                frame = _parse(raw)
-                event = self.history.record_received(self.alias, frame, ts_ns)
-                kind = frame.get("type")
-                self.counts[event.type] += 1
-                self.by_type.setdefault(event.type, []).append(event.index)
-                message_id = frame.get("message_id")
-                if isinstance(message_id, str):
-                    self.by_message.setdefault(message_id, []).append((event.type, event.index))
-                if kind == "session_started" and self.session_started is None:
-                    self.session_started = frame
-                    if isinstance(frame.get("user_id"), str):
-                        self.user_id = frame["user_id"]
-                delivery_id = frame.get("delivery_id")
-                if isinstance(delivery_id, str):
-                    self._on_delivery(delivery_id)
-                request_id = frame.get("request_id")
-                if request_id is not None:
-                    future = self._pending.pop(request_id, None)
-                    if future is not None and not future.done():
-                        future.set_result(frame)
-                self._notify()
+                self._on_frame(_parse(raw), time.perf_counter_ns())
         except ConnectionClosed:
             pass
         finally:
@@ -319,16 +351,67 @@ class Session:
             self.close_reason = ws.close_reason or ""
             if not self.closing_by_us:
                 self.unexpected_closes += 1
-                self.history.record_connection(
-                    self.alias, "lost", code=self.close_code, reason=self.close_reason
+                self._observe(
+                    self.history.record_connection(self.alias, "lost", code=self.close_code, reason=self.close_reason)
                 )
             else:
-                self.history.record_connection(self.alias, "closed", code=self.close_code)
+                closed = self.history.record_connection(self.alias, "closed", code=self.close_code)
+                if not self._dropping:
+                    self._observe(closed)
             for future in self._pending.values():
                 if not future.done():
                     future.set_exception(ConnectionLost(self.closed_description("waiting for a reply")))
             self._pending.clear()
             self._notify()
+
+    def _on_frame(self, wire: dict[str, Any], ts_ns: int) -> None:
+        """Record one received frame (canonical beside raw), route it, wake the waiters."""
+        codec = self.codec
+        if codec.identity:
+            frame, raw = wire, None
+        else:
+            frame = codec.classify(wire)
+            raw = redacted(wire) if frame is not wire else None
+            answer = codec.reply_to_client(frame)
+            if answer is not None and self.ws is not None:
+                asyncio.get_running_loop().create_task(self._send_quietly(answer))
+        event = self.history.record_received(self.alias, frame, ts_ns, raw)
+        self.counts[event.type] += 1
+        self.by_type.setdefault(event.type, []).append(event.index)
+        message_id = frame.get("message_id")
+        if isinstance(message_id, str):
+            self.by_message.setdefault(message_id, []).append((event.type, event.index))
+        if event.type == "session_started" and self.session_started is None:
+            self.session_started = frame
+            self.session_started_ns = ts_ns
+            if isinstance(frame.get("user_id"), str):
+                self.user_id = frame["user_id"]
+        elif event.type == "connection_established" and self.user_id is None and isinstance(frame.get("user_id"), str):
+            self.user_id = frame["user_id"]
+        delivery_id = frame.get("delivery_id")
+        if isinstance(delivery_id, str):
+            self._on_delivery(delivery_id)
+        request_id = frame.get("request_id")
+        if request_id is not None:
+            future = self._pending.pop(request_id, None)
+            if future is not None and not future.done():
+                future.set_result(frame)
+        if self.observer is not None:
+            self.observer(self, event)
+        self._notify()
+
+    def _observe(self, event: Any) -> None:
+        if self.observer is not None:
+            self.observer(self, event)
+
+    async def _send_quietly(self, frame: dict[str, Any]) -> None:
+        """A keep-alive answer the dialect asked for: sent as is, recorded, never raising."""
+        try:
+            if self.ws is not None:
+                self.history.record_sent(self.alias, {"type": "keepalive", "what": frame.get("type")}, raw=frame)
+                await self.ws.send(orjson.dumps(frame), text=True)
+        except ConnectionClosed:
+            pass
 
     def _on_delivery(self, delivery_id: str) -> None:
         self.epoch_deliveries[delivery_id] = self.epoch_deliveries.get(delivery_id, 0) + 1
@@ -408,9 +491,13 @@ class Session:
     async def send(self, frame: dict[str, Any], intended_ns: int | None = None) -> int:
         """Send one frame; record it in the History; return the send timestamp (ns)."""
         ws = self._require_open(f"sending {frame.get('type')}")
-        data = orjson.dumps(frame)
+        codec = self.codec
+        wire = frame if codec.identity else codec.encode(frame)
+        data = orjson.dumps(wire)
         ts_ns = time.perf_counter_ns()
-        self.history.record_sent(self.alias, frame, ts_ns, intended_ns)
+        event = self.history.record_sent(self.alias, frame, ts_ns, intended_ns, None if wire is frame else redacted(wire))
+        if self.observer is not None:
+            self.observer(self, event)
         try:
             await ws.send(data, text=True)
         except ConnectionClosed:
@@ -517,6 +604,15 @@ class Session:
             self._monitor.cancel()
             await asyncio.gather(self._monitor, return_exceptions=True)
             self._monitor = None
+
+
+def describe_session_open(ws: ClientConnection, error: BaseException) -> str:
+    """Why the session-opening exchange failed, without any token."""
+    if isinstance(error, ConnectionClosed):
+        code = ws.close_code
+        hint = {1008: " (policy: the server refused the credentials)", 1003: " (no acceptable subprotocol)"}.get(code or 0, "")
+        return f"the server closed the connection with code {code}{hint}" + (f", reason '{ws.close_reason}'" if ws.close_reason else "")
+    return f"timed out ({type(error).__name__})"
 
 
 def _parse(raw: str | bytes) -> dict[str, Any]:

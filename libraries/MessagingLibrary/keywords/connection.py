@@ -19,6 +19,9 @@ from robot.api.deco import keyword
 from robot.api.types import Secret
 
 from ..context import LibraryComponent, Owned, UserStrategy, seconds
+from ..dialects import DialectError, load_dialect
+from ..dialects.base import shown_url
+from ..engine import auth
 from ..engine.history import History
 from ..engine.session import ServerError, Session, SessionError
 
@@ -31,14 +34,7 @@ def _reveal(value: Secret | str | None) -> str | None:
     return value.value if isinstance(value, Secret) else str(value)
 
 
-def _shown_url(url: str) -> str:
-    """``url`` without user info, query or fragment (where a token could hide)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+_shown_url = shown_url
 
 
 class HealthFigure(enum.Enum):
@@ -72,8 +68,13 @@ class ConnectionKeywords(LibraryComponent):
         user_strategy: UserStrategy = UserStrategy.derive,
         auth_url: str | None = None,
         name: str = "target",
+        dialect: str = "apex",
+        auth_in: str | None = None,
+        jwt_secret: Secret | str | None = None,
+        bypass_key: Secret | str | None = None,
+        bypass_header: str = auth.DEFAULT_BYPASS_HEADER,
     ) -> None:
-        """Sets the server the suites talk to and how each test gets its own user.
+        """Sets the server the suites talk to, the protocol it speaks and how each test gets its own user.
 
         ``url`` is the WebSocket URL (``ws://host:port/ws``). ``token`` and ``admin_token`` are
         best given as Secret variables (see ``resources/variables/staging.py``); they never
@@ -84,6 +85,16 @@ class ConnectionKeywords(LibraryComponent):
         | auth_url   | a token returned by POST to ``auth_url`` (JSON ``{"token": ...}``)      |
         | fixed      | ``token`` as is: counts become relative; pristine-user tests are skipped |
 
+        ``dialect`` is the wire protocol (see `Dialects` in the introduction): ``apex``,
+        ``netra`` or ``package.module:ClassName`` for your own; ``auth_in`` where the token
+        goes (``header``, ``subprotocol`` or ``query``, as the dialect allows; default its
+        first). A dialect whose tokens are JWTs (netra) derives each test user by minting an
+        HS256 JWT (subject ``apex-test-<12 hex>``, valid an hour) signed with ``jwt_secret``
+        (``APEX_JWT_SECRET``); its admin is a JWT with ``permissions: ["admin"]`` unless
+        ``admin_token`` is given. With ``auth_url`` and a ``bypass_key``
+        (``APEX_E2E_BYPASS_KEY``) each test user comes from the platform's end-to-end test login
+        (``POST …/auth/e2e/test-auth``, key in the ``bypass_header`` header).
+
         With ``fixed``, message ids the library generates (``seq-msg-{i}``, ``burst-…``,
         ``conv-{i}``) get a per-test suffix ``~<8 hex>`` so a rerun is not rejected as
         duplicates of the previous run within the server's duplicate window.
@@ -91,16 +102,39 @@ class ConnectionKeywords(LibraryComponent):
         | Configure Target    ${url}    ${APEX_TOKEN}    admin_token=${APEX_ADMIN_TOKEN}
         """
         if not url.startswith(("ws://", "wss://")):
-            raise ValueError(f"Target URL must start with ws:// or wss://, got '{url}'.")
+            raise ValueError(f"Target URL must start with ws:// or wss://, got '{shown_url(url)}'.")
+        try:
+            protocol = load_dialect(dialect, auth_in)
+        except DialectError as error:
+            raise ValueError(str(error)) from None
         token_value, admin_value = _reveal(token), _reveal(admin_token)
+        secret = _reveal(jwt_secret)
         if user_strategy is UserStrategy.auth_url and not auth_url:
             raise ValueError("user_strategy=auth_url needs auth_url (the platform's test-user endpoint).")
-        if user_strategy is not UserStrategy.auth_url and not token_value:
+        minted = protocol.token_kind == "jwt" and user_strategy is UserStrategy.derive
+        if minted and not secret:
+            raise ValueError(
+                f"Dialect '{protocol.name}' derives test users as JWTs: set APEX_JWT_SECRET (the secret the server verifies them with)."
+            )
+        if minted and admin_value and admin_value.count(".") != 2:
+            logger.info(
+                f"The admin token is not a JWT, which dialect '{protocol.name}' needs: an admin JWT is minted instead."
+            )
+            admin_value = None
+        if user_strategy is not UserStrategy.auth_url and not minted and not token_value:
             raise ValueError(f"user_strategy={user_strategy.value} needs a token (set APEX_TOKEN).")
         target = self.ctx.target
         target.url, target.token, target.admin_token = url, token_value, admin_value
         target.strategy, target.auth_url, target.name = user_strategy, auth_url, name
-        logger.info(f"Target '{name}': {url}, test users by strategy '{user_strategy.value}'.")
+        target.dialect, target.jwt_secret = protocol, secret
+        self.ctx.trust.pre_existing_users = user_strategy is UserStrategy.fixed
+        self.ctx.trust.same_clock = (urlsplit(url).hostname or "") in ("127.0.0.1", "::1", "localhost")
+        target.bypass_key, target.bypass_header = _reveal(bypass_key), bypass_header
+        login = " via the end-to-end test login" if target.bypass_key and user_strategy is UserStrategy.auth_url else ""
+        logger.info(
+            f"Target '{name}': {shown_url(url)}, {protocol.describe()}, test users by strategy "
+            f"'{user_strategy.value}'{' (minted JWTs)' if minted else ''}{login}."
+        )
 
     @keyword(tags=("connection", "target"))
     def require_pristine_test_user(self) -> None:
@@ -142,7 +176,7 @@ class ConnectionKeywords(LibraryComponent):
         shown = _shown_url(target.url)
         prefix = f"Target '{target.name}' at {shown} cannot run this suite: "
         wanted = set(needs)
-        if TargetNeed.admin in wanted and not target.admin_token:
+        if TargetNeed.admin in wanted and not self._admin_token():
             raise AssertionError(prefix + "no admin token is set (APEX_ADMIN_TOKEN); the suite pushes from an admin connection.")
         limit = seconds(timeout) or 5.0
         deadline = time.monotonic() + limit
@@ -172,12 +206,12 @@ class ConnectionKeywords(LibraryComponent):
         writer.close()
         sessions: list[Session] = []
         try:
-            user = await self._open_probe(url, token, "test user", left, limit, sessions)
+            user = await self._open_probe(url, token, "test user", left, limit, sessions, self.ctx.target.dialect)
             if isinstance(user, str):
                 return user
             if TargetNeed.admin not in needs:
                 return ""
-            admin = await self._open_probe(url, str(self.ctx.target.admin_token), "admin", left, limit, sessions)
+            admin = await self._open_probe(url, str(self._admin_token()), "admin", left, limit, sessions, self.ctx.target.dialect)
             if isinstance(admin, str):
                 return admin
             return await self._probe_push(user, admin, left)
@@ -189,13 +223,14 @@ class ConnectionKeywords(LibraryComponent):
                     pass
 
     @staticmethod
-    async def _open_probe(url: str, token: str, who: str, left, limit: float, sessions: list) -> Session | str:
-        session = Session(f"target-check-{who.replace(' ', '-')}", url, History(), headers={"Authorization": f"Bearer {token}"}, token=token)
+    async def _open_probe(url: str, token: str, who: str, left, limit: float, sessions: list, dialect) -> Session | str:
+        session = Session(f"target-check-{who.replace(' ', '-')}", url, History(), token=token, dialect=dialect)
         try:
             await asyncio.wait_for(session.open(left()), left() + 0.5)
         except (SessionError, TimeoutError, asyncio.TimeoutError) as error:
             if isinstance(error, SessionError) and "timed out" not in str(error):
-                detail = str(error).replace(f"Server at {url} ", "it ").replace(f" with {url}", "").replace(f" to {url}", "")
+                shown = shown_url(url)
+                detail = str(error).replace(f"Server at {shown} ", "it ").replace(f" with {shown}", "").replace(f" to {shown}", "")
                 return f"the {who}'s connection failed: {detail}"
             return (
                 f"it accepted the TCP connection but completed no WebSocket handshake for the {who} "
@@ -239,21 +274,12 @@ class ConnectionKeywords(LibraryComponent):
         if target.strategy is UserStrategy.fixed:
             return str(target.token)
         if target.strategy is UserStrategy.derive:
+            if target.dialect.token_kind == "jwt":
+                return auth.mint_jwt(str(target.jwt_secret), auth.new_user_id())
             return f"{target.token}.{uuid.uuid4().hex[:12]}"
-        return self._token_from_auth_url(str(target.auth_url))
-
-    @staticmethod
-    def _token_from_auth_url(auth_url: str, timeout: float = 10.0) -> str:
-        request = urllib.request.Request(auth_url, data=b"{}", method="POST", headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (configured URL)
-                body = json.loads(response.read() or b"{}")
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            raise RuntimeError(f"Could not create a test user at {auth_url}: {error}") from None
-        token = body.get("token") if isinstance(body, dict) else None
-        if not isinstance(token, str) or not token:
-            raise RuntimeError(f"Test-user endpoint {auth_url} answered without a 'token' string.")
-        return token
+        return auth.token_from_auth_url(
+            str(target.auth_url), bypass_key=target.bypass_key, bypass_header=target.bypass_header
+        )
 
     # -- connections -------------------------------------------------------------------------
 
@@ -295,23 +321,31 @@ class ConnectionKeywords(LibraryComponent):
         if token_value is not None and not set(token_value) <= TOKEN_CHARS:
             logger.info("The token has characters outside [A-Za-z0-9._~-]; the server should refuse it.")
         handshake = dict(headers or {})
-        if authenticate and token_value is not None:
-            handshake["Authorization"] = f"Bearer {token_value}"
         limit = seconds(timeout) or 10.0
+        dialect = self.ctx.target.dialect
 
         async def _open() -> Session:
-            session = Session(connection, target_url, self.ctx.history, headers=handshake, token=token_value)
+            session = Session(
+                connection,
+                target_url,
+                self.ctx.history,
+                headers=handshake,
+                token=token_value,
+                dialect=dialect,
+                authenticate=authenticate,
+            )
+            session.observer = self.ctx.trust.observe
             await session.open(limit)
             return session
 
         try:
-            session = self.ctx.run(_open(), limit, f"Connecting '{connection}' to {target_url}")
+            session = self.ctx.run(_open(), limit, f"Connecting '{connection}' to {shown_url(target_url)}")
         except SessionError as error:
             raise AssertionError(str(error)) from None
         self.ctx.sessions[connection] = session
         self.ctx.current = connection
         self.ctx.owners.append(Owned(self.ctx.scope, session))
-        logger.info(f"Connected '{connection}' to {target_url}.")
+        logger.info(f"Connected '{connection}' to {shown_url(target_url)} ({dialect.describe()}).")
         return connection
 
     def _token_for(self, *, same_user_as: str | None, admin: bool, token: Secret | None) -> str | None:
@@ -320,10 +354,20 @@ class ConnectionKeywords(LibraryComponent):
         if same_user_as is not None:
             return self.ctx.session(same_user_as).token
         if admin:
-            if not self.ctx.target.admin_token:
+            admin_token = self._admin_token()
+            if not admin_token:
                 raise RuntimeError("This needs an admin connection, but no admin token is set (APEX_ADMIN_TOKEN).")
-            return self.ctx.target.admin_token
+            return admin_token
         return self._new_user_token()
+
+    def _admin_token(self) -> str | None:
+        """The admin's token: APEX_ADMIN_TOKEN, else (a JWT dialect deriving users) a freshly minted admin JWT."""
+        target = self.ctx.target
+        if target.admin_token:
+            return target.admin_token
+        if target.dialect.token_kind == "jwt" and target.jwt_secret and target.strategy is UserStrategy.derive:
+            return auth.mint_jwt(target.jwt_secret, auth.new_user_id("apex-admin"), admin=True)
+        return None
 
     @keyword(tags=("connection",))
     def disconnect(self, connection: str | None = None, timeout: timedelta = timedelta(seconds=5)) -> None:

@@ -245,6 +245,7 @@ class LoadKeywords(LibraryComponent):
             late_threshold_s=seconds(late_threshold) or 0.0,
             behind_threshold_s=_positive_seconds(behind_threshold, "behind_threshold"),
             max_late_fraction=_fraction(options.pop("max_late_fraction")),
+            dialect=target.dialect,
             **options,
         )
         engine = LoadEngine(plan)
@@ -266,6 +267,9 @@ class LoadKeywords(LibraryComponent):
         self.last = result
         path = self._write(result, f"{label}-{number}")
         logger.info(_summary_html(result, path.name), html=True)
+        logger.info(f"Load run '{label}': {result.dialect}; replies matched to messages by {' and '.join(result.correlation)}.")
+        if result.trust:
+            self.ctx.trust.note_load(label, result.trust, result.trust_examples)
         self.ctx.note_generator(result.generator, _run_label(result, None))
         return result
 

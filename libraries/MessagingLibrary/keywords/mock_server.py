@@ -11,6 +11,7 @@ from robot.api import logger
 from robot.api.deco import keyword
 
 from ..context import LibraryComponent, Owned, seconds
+from ..dialects import DialectError, dialect_class
 from ..engine.mock_process import MockProcess, start_mock
 
 _numbers = itertools.count(1)
@@ -31,6 +32,7 @@ class MockServerKeywords(LibraryComponent):
         host: str = "127.0.0.1",
         port: int = 0,
         timeout: timedelta = timedelta(seconds=15),
+        dialect: str = "apex",
     ) -> str:
         """Starts the built-in mock server in its own process and returns its WebSocket URL.
 
@@ -40,14 +42,32 @@ class MockServerKeywords(LibraryComponent):
         ``GET /health``, at most ``timeout``. The server's log goes to
         ``${OUTPUT DIR}/apex-mock-N.log``.
 
+        ``dialect`` is the client's dialect (see `Configure Target`): the mock speaks the
+        dialect of the built-in mock that client talks to (``apex-mock --dialect``), so
+        ``netra`` starts a netra mock and a copy of the apex dialect an apex one. In a dialect
+        whose tokens are JWTs the mock verifies them with ``APEX_JWT_SECRET`` from the
+        environment, else the development secret.
+
         A server started in a suite setup is stopped when that suite ends, one started in a
         test when the suite of that test ends, even when something failed.
 
         | ${url} =    Start Mock Server
         | ${url} =    Start Mock Server    reorder    processing_ms=5
+        | ${url} =    Start Mock Server    dialect=netra
         """
+        try:
+            wire = dialect_class(dialect).mock_dialect
+        except DialectError as error:
+            raise ValueError(str(error)) from None
+        if wire is None:
+            raise ValueError(
+                f"Dialect '{dialect}' names no dialect of the built-in mock (its mock_dialect is None): "
+                "point the suites at a server that speaks it (resources/variables/staging.py)."
+            )
         names = [name.strip() for item in faults for name in str(item).split(",") if name.strip()]
         extra = ["--processing-ms", str(processing_ms)] if processing_ms is not None else []
+        if wire != "apex":
+            extra += ["--dialect", wire]
         log_file = self.ctx.output_dir() / f"apex-mock-{next(_numbers)}.log"
         mock = start_mock(
             faults=names, host=host, port=port, log_file=log_file, extra_args=extra, timeout=seconds(timeout) or 15.0
@@ -56,7 +76,7 @@ class MockServerKeywords(LibraryComponent):
         self.ctx.owners.append(Owned(self.ctx.suite_scope, mock))
         faults_text = ", ".join(names) if names else "none"
         logger.info(
-            f"Mock server started at {mock.url} (pid {mock.pid}, faults: {faults_text}); "
+            f"Mock server started at {mock.url} (pid {mock.pid}, dialect {wire}, faults: {faults_text}); "
             f'log: <a href="{escape(log_file.name)}">{escape(log_file.name)}</a>',
             html=True,
         )
