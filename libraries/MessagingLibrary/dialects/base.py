@@ -50,6 +50,7 @@ OPERATIONS = frozenset(
         "user_message",
         "throughput_test",
         "get_agent_state",
+        "get_all_agent_states",
         "get_queue_state",
         "get_server_stats",
         "configure_agents",

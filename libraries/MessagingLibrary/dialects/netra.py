@@ -575,6 +575,7 @@ class NetraDialect(Dialect):
         "the Netra Apex platform's protocol (a JWT, the thread handshake, agent event streams; "
         "test control as apex.<op> extension frames)"
     )
+    mock_dialect: ClassVar[str | None] = "netra"
 
     def __init__(self, auth_in: str | None = None) -> None:
         super().__init__(auth_in)
