@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import orjson
+
 #: The client operations of the canonical vocabulary (the apex frame types the library sends).
 OPERATIONS = frozenset(
     {
@@ -217,3 +219,15 @@ def redacted(frame: dict[str, Any]) -> dict[str, Any]:
             out = out or dict(frame)
             out[key] = redacted(value)
     return frame if out is None else out
+
+
+def parse_frame(raw: str | bytes) -> dict[str, Any]:
+    """A received frame as a dict; text that is not a JSON object becomes ``<unparseable>`` / ``<not an object>``."""
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        return {"type": "<unparseable>", "raw": text[:500]}
+    if not isinstance(frame, dict):
+        return {"type": "<not an object>", "raw": frame}
+    return frame

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 import orjson
 from websockets.exceptions import ConnectionClosed
 
-from .base import OPERATIONS, Codec, ConnectArgs, Dialect, DialectError, SessionOpenError, with_query
+from .base import OPERATIONS, Codec, ConnectArgs, Dialect, DialectError, SessionOpenError, parse_frame, with_query
 
 #: Canonical fields of a chat message sent inside ``payload`` as our EXT fields (when present).
 EXT_MESSAGE_FIELDS = ("message_id", "sequence_id", "priority", "target_agents", "shared_state_key", "end_of_conversation")
@@ -70,15 +70,7 @@ def _now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
-def _parse(raw: str | bytes) -> dict[str, Any]:
-    try:
-        frame = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        return {"type": "<unparseable>", "raw": text[:500]}
-    if not isinstance(frame, dict):
-        return {"type": "<not an object>", "raw": frame}
-    return frame
+_parse = parse_frame
 
 
 class _User:

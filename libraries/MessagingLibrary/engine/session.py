@@ -35,7 +35,7 @@ from .health import (
     waits_on_peer,
 )
 from ..dialects import ApexDialect, Codec, Dialect, SessionOpenError
-from ..dialects.base import redacted, shown_url
+from ..dialects.base import parse_frame as _parse, redacted, shown_url
 from .history import History
 from .trust import COUNT_GRACE_S
 
@@ -615,15 +615,6 @@ def describe_session_open(ws: ClientConnection, error: BaseException) -> str:
     return f"timed out ({type(error).__name__})"
 
 
-def _parse(raw: str | bytes) -> dict[str, Any]:
-    try:
-        frame = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
-        return {"type": "<unparseable>", "raw": text[:500]}
-    if not isinstance(frame, dict):
-        return {"type": "<not an object>", "raw": frame}
-    return frame
 
 
 def jittered_offsets(count: int, max_jitter_ns: int, seed: int) -> list[int]:
