@@ -37,6 +37,7 @@ import orjson
 import psutil
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
 
 from . import faults as F
 from .core import (
@@ -62,8 +63,12 @@ from .offline import DELIVERED, Outcome
 
 #: Wire protocols the mock speaks (``--dialect``): apex (docs/protocol.md) or the platform's (§13).
 DIALECTS = ("apex", "netra")
-#: Test-control operations the mock can be told to lack (``--without``).
-WITHOUT_CHOICES = frozenset({"push", "configure_session", "configure_agents"})
+#: Operations the mock can be told to lack (``--without``): the test-control operations and
+#: the state queries, none of which the public platform has (``--without all``: every one of them).
+WITHOUT_CHOICES = frozenset({
+    "push", "configure_session", "configure_agents",
+    "get_agent_state", "get_all_agent_states", "get_queue_state", "get_server_stats", "latency_probe",
+})
 MAX_FRAME_BYTES = 2**20  # bigger frames close the connection with 1009
 EXPIRY_TIMER_SLACK_S = 0.001  # fire the expiry timer just after the due time, never before
 WORKER_YIELD_EVERY = 64  # due jobs a worker processes back to back before yielding to the loop
@@ -142,6 +147,16 @@ class Conn:
         self.on_overflow = on_overflow
         self.overflowed = False
 
+    @property
+    def readable(self) -> bool:
+        """The client can still read what is sent here: the close handshake has not begun.
+
+        Between the client's close frame and the handler's clean-up the connection is still
+        listed; a delivery written then dies unread (the client has closed), so it must
+        not count as delivered.
+        """
+        return self.open and self.ws.state is State.OPEN
+
     def send(self, payload: Any, reroutable: bool = False) -> None:
         if self.codec is not None:  # netra: translated now, or when written (re-routable replies)
             payload = self.codec.outgoing(payload, reroutable)
@@ -203,6 +218,13 @@ class UserRuntime:
         self.expiry_timer: asyncio.TimerHandle | None = None
         self.expiry_due: float | None = None  # offline-queue clock (monotonic) of expiry_timer
 
+    def online(self) -> Conn | None:
+        """The newest connection the client can still read (:attr:`Conn.readable`), or None."""
+        for conn in reversed(self.connections):
+            if conn.readable:
+                return conn
+        return None
+
 
 # --------------------------------------------------------------------------- server
 
@@ -244,7 +266,8 @@ class MockServer:
         self.limit_counters = LimitCounters()
         #: Test-control operations this server pretends not to have (answered ``error
         #: unsupported``), to stand in for a production-like staging server.
-        self.without = frozenset(without)
+        without = frozenset(without)
+        self.without = WITHOUT_CHOICES | (without - {"all"}) if "all" in without else without
         unknown = sorted(self.without - WITHOUT_CHOICES)
         if unknown:
             raise ValueError(f"unknown operation(s) for 'without': {', '.join(unknown)} (known: {', '.join(sorted(WITHOUT_CHOICES))})")
@@ -476,8 +499,8 @@ class MockServer:
             conn.outbox.clear()
             # Offline deliveries this connection did not get acked wait again (redelivery).
             returned = user.core.offline.release(conn)
-            if returned and user.connections:
-                other = user.connections[-1]
+            other = user.online() if returned else None
+            if other is not None:
                 self._send_offline(user, other, user.core.offline.take_for_delivery(other))
             for data in leftovers:
                 self._deliver(user, data, None)
@@ -676,7 +699,7 @@ class MockServer:
         if self._user_refused(push.to_user):
             return self._error(conn, "too_many_users", self._too_many_users(), frame)
         target = self._user(push.to_user)  # created lazily
-        online = target.connections[-1] if target.connections else None
+        online = target.online()
         body = {
             "type": "pushed_message",
             "message_id": push.message_id,
@@ -897,8 +920,8 @@ class MockServer:
         (an ai_response; a throughput_response is dropped and counted)."""
         if origin is not None and origin.open:
             origin.send(data, reroutable=True)
-        elif user.connections:
-            user.connections[-1].send(data, reroutable=True)
+        elif (online := user.online()) is not None:
+            online.send(data, reroutable=True)
         else:
             frame = orjson.loads(data)  # rare path: the user is away
             outcome = user.core.store_undeliverable(frame)

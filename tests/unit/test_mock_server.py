@@ -1046,3 +1046,34 @@ def test_a_connection_that_does_not_read_is_cut_off_at_max_outbox_bytes():
             await server.stop()
 
     run(scenario(), timeout=30.0)
+
+
+# --------------------------------------------------------------------------- closing connections
+
+
+class _StubWebSocket:
+    """Just what a Conn reads of its WebSocket: the protocol state and the peer."""
+
+    remote_address = ("127.0.0.1", 1)
+
+    def __init__(self, state):
+        self.state = state
+
+
+def test_a_connection_whose_close_handshake_began_is_not_online():
+    """Between the client's close frame and the handler's clean-up a connection is still listed;
+    a push or reply sent to it then would die unread and come back flagged ``redelivered`` to a
+    user who never saw it. ``online()`` (which push and reply routing use) skips it."""
+    from apex_mock.server import Conn, UserRuntime
+    from websockets.protocol import State
+
+    user = UserRuntime(core=None)
+    older = Conn(_StubWebSocket(State.OPEN), user, 1, False)
+    closing = Conn(_StubWebSocket(State.CLOSING), user, 2, False)
+    user.connections = [older, closing]
+    assert user.online() is older
+    older.ws.state = State.CLOSED
+    assert user.online() is None
+    user.connections = [Conn(_StubWebSocket(State.OPEN), user, 3, False)]
+    user.connections[0].open = False  # the handler has begun its clean-up
+    assert user.online() is None
