@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from assertionengine import AssertionOperator, verify_assertion
-from robot.api import logger
+from robot.api import SkipExecution, logger
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from robot.utils import is_truthy, timestr_to_secs
 
-from .dialects import ApexDialect, Dialect
+from .dialects import ApexDialect, Dialect, OperationUnsupported
 from .engine.checks import CheckResult
 from .engine.history import FAULT, History
 from .engine.loop import LoopThread
@@ -156,10 +156,27 @@ class Context:
             known = ", ".join(sorted(self.sessions)) or "none"
             raise RuntimeError(f"No connection with alias '{alias}' (open connections: {known}).") from None
 
+    def unsupported(self, operation: str, detail: str = "") -> SkipExecution:
+        """The skip for a scenario that needs ``operation``, which the target lacks.
+
+        Names the operation and the dialect, so a skipped scenario against the real platform
+        says what is missing (a query or test-control operation), never passes by accident.
+        """
+        why = f" ({detail})" if detail else ""
+        return SkipExecution(
+            f"The target has no '{operation}' operation in dialect '{self.target.dialect.name}'{why}: "
+            "this scenario needs it, so it is skipped."
+        )
+
     def run(self, coro, timeout: float | None, what: str) -> Any:
         """Run a coroutine on the loop thread; the outer limit is ``timeout`` plus a margin."""
         limit = None if timeout is None else timeout + 2.0
-        return self.loop.run(coro, limit, what)
+        try:
+            return self.loop.run(coro, limit, what)
+        except OperationUnsupported as error:
+            # The dialect cannot even express the operation: a skip naming it, as for a server
+            # that answers it 'unsupported'.
+            raise self.unsupported(error.operation, str(error)) from None
 
     def own(self, resource: Any) -> None:
         self.owners.append(Owned(self.scope, resource))

@@ -130,9 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--offline-ttl-s", type=_positive_float, default=300.0,
                         help="seconds an offline entry may wait before it expires (default: %(default)s)")
     parser.add_argument("--without", action="append", default=[], metavar="OPERATION",
-                        choices=sorted(WITHOUT_CHOICES),
-                        help="answer this test-control operation with 'error unsupported', like a "
-                             "production-like server (repeatable: %(choices)s)")
+                        choices=[*sorted(WITHOUT_CHOICES), "all"],
+                        help="lack this test-control or query operation, like the public platform: "
+                             "apex answers it 'error unsupported', netra 'ack' (repeatable; 'all' "
+                             "for every one of: %(choices)s)")
     parser.add_argument("--dialect", choices=DIALECTS, default="apex",
                         help="wire protocol: apex (docs/protocol.md) or netra, the real platform's "
                              "(JWT auth, handshake, agent events; docs/protocol.md section 13) "

@@ -55,9 +55,22 @@ APEX_PROXY_ALLOW_REMOTE = False
 _missing = []
 if not APEX_WS_URL:
     _missing.append("APEX_WS_URL (the server's WebSocket URL, e.g. ws://127.0.0.1:8765/ws)")
-_mints = APEX_DIALECT.lower() == "netra" and APEX_USER_STRATEGY == "derive"
+
+
+def _token_kind(spec: str) -> str:
+    """What the dialect's test-user tokens are (``jwt`` or ``opaque``); a dialect that does not load
+    here is named by the suite setup (Configure Target), so guess from the name meanwhile."""
+    try:
+        from MessagingLibrary.dialects import dialect_class
+
+        return dialect_class(spec).token_kind
+    except Exception:  # noqa: BLE001 - reported, naming the dialect, when the suites start
+        return "jwt" if spec.lower() == "netra" else "opaque"
+
+
+_mints = _token_kind(APEX_DIALECT) == "jwt" and APEX_USER_STRATEGY == "derive"
 if _mints and APEX_JWT_SECRET is None:
-    _missing.append("APEX_JWT_SECRET (the netra dialect derives each test user as a JWT signed with it)")
+    _missing.append(f"APEX_JWT_SECRET (dialect '{APEX_DIALECT}' derives each test user as a JWT signed with it)")
 if APEX_USER_STRATEGY != "auth_url" and APEX_TOKEN is None and not _mints:
     _missing.append("APEX_TOKEN (a test user's token)")
 if APEX_USER_STRATEGY == "auth_url" and not APEX_AUTH_URL:

@@ -52,5 +52,5 @@ def test_a_server_without_push_or_configure_session_skips_saying_why(results_dir
         )
     statuses = {name: outcome.status for name, outcome in run.outcomes.items()}
     assert set(statuses.values()) == {"SKIP"}, statuses
-    assert "The server does not support 'push' (error unsupported" in run.outcomes[SINGLE].message
-    assert "The server does not support 'configure_session' (error unsupported)" in run.outcomes[EVICTION].message
+    assert "The target has no 'push' operation in dialect 'apex'" in run.outcomes[SINGLE].message
+    assert "The target has no 'configure_session' operation in dialect 'apex'" in run.outcomes[EVICTION].message

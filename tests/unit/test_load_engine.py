@@ -123,7 +123,7 @@ def test_injected_drops_reconnect_resend_and_every_message_is_processed_once(moc
     assert result.injected_drops == 8  # 200 messages per connection, a drop after every 50th
     assert result.reconnects == 8
     assert result.delivered == 400
-    assert result.processing == {"not_processed": 0, "processed_more_than_once": 0, "examples": [], "unavailable": ""}
+    assert result.processing == {"not_processed": 0, "processed_more_than_once": 0, "examples": [], "unavailable": "", "unsupported": ""}
 
 
 def test_processing_twice_is_caught_by_the_agent_state():

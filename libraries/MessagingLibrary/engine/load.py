@@ -772,7 +772,7 @@ class LoadEngine:
         """Count, per connection's user, how often the server processed each of its messages."""
         not_processed = twice = 0
         examples: list[str] = []
-        unavailable = ""
+        unavailable = unsupported = ""
         for c in self.connections:
             if not c.is_open:
                 unavailable = f"connection {c.name} is closed, its agent state was not read"
@@ -782,6 +782,11 @@ class LoadEngine:
             except (ConnectionError, TimeoutError) as error:
                 unavailable = f"agent state of connection {c.name} not read: {error or 'timed out'}"
                 continue
+            if state.get("type") == "error" and state.get("code") == "unsupported":
+                # The target lacks the query (the public platform): nothing can be counted.
+                unsupported = "get_agent_state"
+                unavailable = f"the target has no get_agent_state operation: {state.get('message') or 'unsupported'}"
+                break
             ids = state.get("processed_message_ids")
             if not isinstance(ids, list):
                 unavailable = f"agent state of connection {c.name} has no processed_message_ids"
@@ -813,6 +818,7 @@ class LoadEngine:
             "processed_more_than_once": twice,
             "examples": examples,
             "unavailable": unavailable,
+            "unsupported": unsupported,
         }
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from robot.api.deco import keyword
 from robot.api.types import Secret
 
 from ..context import LibraryComponent, Owned, UserStrategy, seconds
-from ..dialects import DialectError, load_dialect
+from ..dialects import load_dialect
 from ..dialects.base import shown_url
 from ..engine import auth
 from ..engine.history import History
@@ -103,10 +103,7 @@ class ConnectionKeywords(LibraryComponent):
         """
         if not url.startswith(("ws://", "wss://")):
             raise ValueError(f"Target URL must start with ws:// or wss://, got '{shown_url(url)}'.")
-        try:
-            protocol = load_dialect(dialect, auth_in)
-        except DialectError as error:
-            raise ValueError(str(error)) from None
+        protocol = load_dialect(dialect, auth_in)  # DialectError names the dialect and the problem
         token_value, admin_value = _reveal(token), _reveal(admin_token)
         secret = _reveal(jwt_secret)
         if user_strategy is UserStrategy.auth_url and not auth_url:
@@ -381,7 +378,10 @@ class ConnectionKeywords(LibraryComponent):
         session = self.ctx.session(connection)
         limit = seconds(timeout) or 5.0
         self.ctx.run(session.close(limit), limit, f"Closing '{session.alias}'")
-        logger.info(f"Disconnected '{session.alias}'.")
+        logger.info(
+            f"Disconnected '{session.alias}' ({session.dialect.describe()}; replies matched to messages by "
+            f"{session.codec.correlation})."
+        )
 
     @keyword(tags=("connection",))
     def drop_connection(self, connection: str | None = None) -> None:

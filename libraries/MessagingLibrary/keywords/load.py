@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from assertionengine import AssertionOperator
-from robot.api import SkipExecution, logger
+from robot.api import logger
 from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 
@@ -262,7 +262,7 @@ class LoadKeywords(LibraryComponent):
         if result is None:
             problem = engine.configure_problem
             if "'unsupported'" in problem:
-                raise SkipExecution(f"The target cannot configure the session for this run: {problem}")
+                raise self.ctx.unsupported("configure_session", f"this load run needs it: {problem}")
             raise RuntimeError(f"Load run '{label}' not started: {problem}")
         self.last = result
         path = self._write(result, f"{label}-{number}")
@@ -489,6 +489,14 @@ class LoadKeywords(LibraryComponent):
                 problems.append(f"{processing['not_processed']} never processed by the server")
             if processing["processed_more_than_once"]:
                 problems.append(f"{processing['processed_more_than_once']} processed more than once by the server")
+        if processing is not None and processing.get("unsupported") and problems == [processing["unavailable"]]:
+            # Delivered exactly once as far as the client can see; the server's side needs a
+            # query the target lacks: a skip naming it, never a pass.
+            raise self.ctx.unsupported(
+                processing["unsupported"],
+                f"load run '{result.name}' delivered every message once, but whether the server processed "
+                "each exactly once cannot be read",
+            )
         self.ctx.measurements.append(Measurement.exact("messages not delivered exactly once", len(problems), 0, "violations"))
         if problems:
             examples = result.examples + (processing["examples"] if processing else [])

@@ -11,7 +11,7 @@ from robot.api import logger
 from robot.api.deco import keyword
 
 from ..context import LibraryComponent, Owned, seconds
-from ..dialects import DialectError, dialect_class
+from ..dialects import dialect_class
 from ..engine.mock_process import MockProcess, start_mock
 
 _numbers = itertools.count(1)
@@ -55,10 +55,7 @@ class MockServerKeywords(LibraryComponent):
         | ${url} =    Start Mock Server    reorder    processing_ms=5
         | ${url} =    Start Mock Server    dialect=netra
         """
-        try:
-            wire = dialect_class(dialect).mock_dialect
-        except DialectError as error:
-            raise ValueError(str(error)) from None
+        wire = dialect_class(dialect).mock_dialect  # DialectError names the dialect and the problem
         if wire is None:
             raise ValueError(
                 f"Dialect '{dialect}' names no dialect of the built-in mock (its mock_dialect is None): "

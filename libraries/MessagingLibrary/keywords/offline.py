@@ -114,8 +114,7 @@ class OfflineQueueKeywords(LibraryComponent):
             per_pusher = self.ctx.run(everyone(), limit * total + interval * total, f"Pushing {total} message(s)")
         except ServerError as error:
             if error.code == "unsupported":
-                detail = error.frame.get("message") or "error unsupported"
-                raise SkipExecution(f"The server does not support 'push' (error unsupported: {detail}).") from None
+                raise self.ctx.unsupported("push", error.frame.get("message") or "") from None
             if error.code == "forbidden":
                 raise AssertionError(
                     f"push was refused ({error}): the admin token (APEX_ADMIN_TOKEN) is not an admin on this server."
@@ -151,7 +150,9 @@ class OfflineQueueKeywords(LibraryComponent):
         try:
             state = self.ctx.run(asker.request(frame, limit), limit, "get_queue_state")
         except ServerError as error:
-            if error.code in ("unsupported", "forbidden", "bad_field"):
+            if error.code == "unsupported":
+                raise self.ctx.unsupported("get_queue_state", error.frame.get("message") or "") from None
+            if error.code in ("forbidden", "bad_field"):
                 raise SkipExecution(
                     f"The server cannot show the queue state of user '{user}' while it is away ({error})."
                 ) from None

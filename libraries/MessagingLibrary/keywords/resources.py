@@ -122,6 +122,11 @@ class ResourceKeywords(LibraryComponent):
             self.ctx.run(monitor.sample(), 10.0, "Sampling resources")
         figures = monitor.figures(process.value)
         if figures is None:
+            if process is ProcessRole.server:
+                raise self.ctx.unsupported(
+                    "get_server_stats", "the server is not a process of this machine started by the library, so its "
+                    "memory and CPU can only come from that query",
+                )
             raise SkipExecution(f"The {process.value} process's resources cannot be read on this target.")
         return figures
 

@@ -315,6 +315,8 @@ class SendingKeywords(LibraryComponent):
             try:
                 return await session.request({"type": "get_agent_state"}, limit)
             except ServerError as error:
+                if error.code == "unsupported":
+                    raise self.ctx.unsupported("get_agent_state", error.frame.get("message") or "") from None
                 raise AssertionError(f"get_agent_state failed: {error}") from None
 
         async def _converse() -> list[dict[str, Any]]:

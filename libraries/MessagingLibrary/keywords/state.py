@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 from assertionengine import AssertionOperator
-from robot.api import SkipExecution, logger
+from robot.api import logger
 from robot.api.deco import keyword
 
 from ..context import LibraryComponent, Measurement, seconds
@@ -53,7 +53,7 @@ class StateKeywords(LibraryComponent):
             return self.ctx.run(session.request(frame, limit), limit, f"{frame['type']} request")
         except ServerError as error:
             if error.code == "unsupported":
-                raise SkipExecution(f"The server does not support '{frame['type']}' (error unsupported).") from None
+                raise self.ctx.unsupported(frame["type"], error.frame.get("message") or "") from None
             raise RuntimeError(f"{frame['type']} was refused: {error}") from None
 
     def _state_field(
@@ -287,11 +287,16 @@ class StateKeywords(LibraryComponent):
         rtts = []
         for n in range(count):
             started = time.perf_counter_ns()
-            self.ctx.run(
-                session.request({"type": "latency_probe", "probe_id": n, "client_send_ns": started}, limit),
-                limit,
-                "latency_probe",
-            )
+            try:
+                self.ctx.run(
+                    session.request({"type": "latency_probe", "probe_id": n, "client_send_ns": started}, limit),
+                    limit,
+                    "latency_probe",
+                )
+            except ServerError as error:
+                if error.code == "unsupported":
+                    raise self.ctx.unsupported("latency_probe", error.frame.get("message") or "") from None
+                raise
             rtts.append((time.perf_counter_ns() - started) / 1e9)
         return {"min_s": min(rtts), "mean_s": sum(rtts) / len(rtts), "max_s": max(rtts)}
 
