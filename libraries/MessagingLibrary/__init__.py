@@ -43,7 +43,7 @@ class MessagingLibrary(DynamicCore):
     has a reader task that timestamps every frame into a History and routes replies by
     ``request_id``, so state queries never steal chat replies. Keywords are synchronous and
     every one has a timeout. The parts, each with an example below: `Target and test users`,
-    `Connections and sending`, `Checks`, `Offline queue`, `Load engine`, `Fault proxy`,
+    `Dialects`, `Connections and sending`, `Checks`, `Offline queue`, `Load engine`, `Fault proxy`,
     `Resource monitor`, `Reporting` and `The mock`.
 
     = Vocabulary =
@@ -70,6 +70,31 @@ class MessagingLibrary(DynamicCore):
     | Configure Target    ${url}    ${APEX_TOKEN}    admin_token=${APEX_ADMIN_TOKEN}
     | Check Target    admin    timeout=5 s
     | Require Pristine Test User
+
+    = Dialects =
+
+    A dialect is how the scenarios look on the wire: where the token goes, how a session
+    opens, and how each frame sent and received is spelt. The checks read one canonical
+    vocabulary (the apex protocol of ``docs/protocol.md``), so a scenario means the same in
+    every dialect; the History keeps each translated frame in both forms, canonical and raw.
+    Two dialects ship:
+
+    | =Dialect= | =Speaks=                                                                 |
+    | ``apex``  | the protocol of ``docs/protocol.md``: the default, and the built-in mock's |
+    | ``netra`` | the real Netra Apex platform's (``docs/protocol.md`` section 13): a JWT (subprotocol ``jwt.<token>``, ``Authorization`` header or query ``token``), the thread handshake, answers as agent event streams; queries and test control as ``apex.<op>`` extension frames |
+
+    ``APEX_DIALECT`` selects the dialect (``-v APEX_DIALECT:netra``, or the environment
+    variable read by ``resources/variables/mock.py`` and ``staging.py``) and ``APEX_AUTH_IN``
+    where the token goes (``header``, ``subprotocol`` or ``query``, as the dialect allows;
+    default its first). The suites pass both to `Configure Target` and `Start Mock Server`.
+    A dialect of your own is ``package.module:ClassName``, its directory on the Python path
+    (``robot --pythonpath DIR``): copy ``docs/dialect_template.py``, which ``docs/dialects.md``
+    explains. A misspelt name or a class that does not load fails the suite setup, naming
+    it. Where the target lacks an operation a scenario needs, the scenario is skipped,
+    naming the operation and the dialect; where it lacks a guarantee, the scenario fails.
+
+    | ${url} =    Start Mock Server    dialect=netra
+    | Configure Target    ${url}    dialect=netra    auth_in=header    jwt_secret=${APEX_JWT_SECRET}
 
     = Connections and sending =
 

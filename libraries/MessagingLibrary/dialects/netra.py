@@ -1,7 +1,7 @@
 """The netra dialect: the real platform's wire protocol (Netra Apex), plus our EXT frames.
 
-What the platform's public code shows is in ``NETRA_PROTOCOL.md``; the contract with
-``apex-mock --dialect netra`` is ``docs/protocol.md`` §13. In short:
+What the platform's public code shows, what is our extension, and the contract with
+``apex-mock --dialect netra`` are in ``docs/protocol.md`` §13. In short:
 
 - **Connect**: a JWT, as the subprotocol ``jwt.<token>`` (the platform's preference, the
   default), as ``Authorization: Bearer`` or as the query parameter ``token``.
