@@ -378,3 +378,26 @@ def test_presets_are_named_validated_and_counted_per_connection():
         parse_preset("drop_responses=often")
     with pytest.raises(ProxyError, match="every must be at least 1"):
         FrameRule(Action.drop, every=0)
+
+
+def _text_frame(frame: dict[str, Any]) -> bytes:
+    payload = orjson.dumps(frame)
+    assert len(payload) < 126
+    return bytes([0x81, len(payload)]) + payload
+
+
+def test_rules_select_server_frames_by_their_canonical_type_in_the_targets_dialect():
+    """In the netra dialect an answer is ``agent_completed`` on the wire: the proxy classifies it
+    with the dialect's codec, so ``drop_responses`` (which selects ``ai_response``) hits it."""
+    from MessagingLibrary.dialects import load_dialect
+
+    wire = {"type": "agent_completed", "run_id": "m-1", "thread_id": "t-1", "result": "ok", "data": {"message_id": "m-1"}}
+    [unit] = FrameReader().feed(_text_frame(wire))
+    assert unit.type == "agent_completed"  # no dialect: the wire type
+
+    [unit] = FrameReader().feed(_text_frame(wire))
+    unit.classify = load_dialect("netra").codec().classify
+    assert unit.type == "ai_response"
+    assert unit.info()["message_id"] == "m-1"
+    [rule], _ = parse_preset("drop_responses=1")
+    assert rule.types is not None and unit.type in rule.types

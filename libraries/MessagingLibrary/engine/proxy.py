@@ -106,6 +106,9 @@ class Unit:
     parts: list[tuple[int, int, bytes | None]]
     compressed: bool = False
     _info: dict[str, Any] | None = None
+    #: The connection's dialect classifier (wire frame -> canonical frame) for server frames, so
+    #: rules select by canonical type (``ai_response``) in every dialect; None: the wire type.
+    classify: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
     @property
     def is_data(self) -> bool:
@@ -136,6 +139,12 @@ def _describe(unit: Unit) -> dict[str, Any]:
         return {"type": None, "note": "not JSON"}
     if not isinstance(frame, dict):
         return {"type": None, "note": "not a JSON object"}
+    if unit.classify is not None:
+        wire_type = frame.get("type")
+        try:
+            frame = unit.classify(frame)
+        except Exception:  # noqa: BLE001 - a frame the dialect cannot read is selected by its wire type
+            frame = {"type": wire_type}
     info: dict[str, Any] = {"type": frame.get("type") if isinstance(frame.get("type"), str) else None}
     for key in ("message_id", "delivery_id", "sequence_id"):
         if frame.get(key) is not None:
@@ -387,6 +396,9 @@ class _Pipe:
         self.connection = connection
         self.way = way
         self.reader = FrameReader()
+        #: Server frames are classified by the connection's own codec of the target's dialect.
+        codec = connection.proxy.codec_factory() if way is Direction.to_client and connection.proxy.codec_factory else None
+        self.classify = None if codec is None or codec.identity else codec.classify
         self.handshake: bytearray | None = bytearray()  # None once the handshake is through
         self.framed = False  # False: relay raw bytes (before/without a 101 upgrade)
         self.out: asyncio.Transport | None = None
@@ -418,6 +430,10 @@ class _Pipe:
         units = self.reader.feed(data)
         if not units:
             return
+        classify = self.classify
+        if classify is not None:
+            for unit in units:
+                unit.classify = classify
         if self._fast():
             self.write(b"".join(unit.data for unit in units) if len(units) > 1 else units[0].data)
             return
@@ -823,6 +839,7 @@ class FaultProxy:
         on_fault: Callable[[FaultRecord], None] | None = None,
         namer: Callable[[ProxiedConnection], str | None] | None = None,
         seed: int = 1,
+        codec_factory: Callable[[], Any] | None = None,
     ) -> None:
         parts = urlsplit(target_url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
@@ -845,6 +862,9 @@ class FaultProxy:
         self.port = 0
         self.on_fault = on_fault
         self.namer = namer
+        #: Makes a codec of the target's dialect (``Dialect.codec``) per relayed connection: rules
+        #: select server frames by their canonical type, whatever the wire spells.
+        self.codec_factory = codec_factory
         self.rng = random.Random(seed)
         #: What the library's target URL was before this proxy was routed in (restored at stop).
         self.previous_target_url: str | None = None

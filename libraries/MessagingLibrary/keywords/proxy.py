@@ -84,7 +84,10 @@ class FaultProxyKeywords(LibraryComponent):
         if not url:
             raise RuntimeError("No target to put the proxy in front of: pass target= or call 'Configure Target' first.")
         specs = [name.strip() for item in faults for name in str(item).split(",") if name.strip()]
-        proxy = FaultProxy(url, allow_remote=allow_remote, on_fault=self._recorder(), namer=self._namer())
+        dialect = self.ctx.target.dialect
+        proxy = FaultProxy(
+            url, allow_remote=allow_remote, on_fault=self._recorder(), namer=self._namer(), codec_factory=dialect.codec
+        )
         standing = proxy.apply_standing(specs)  # validates the names before anything starts
         self.ctx.run(proxy.start(), 10.0, "Starting the fault proxy")
         proxy.previous_target_url = self.ctx.target.url if route else None
