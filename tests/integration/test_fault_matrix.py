@@ -131,6 +131,26 @@ def test_the_proxys_frame_faults_are_caught_through_the_staging_variable_file(tm
     assert_no_secret_in_artefacts(output, TOKEN, ADMIN_TOKEN)
 
 
+#: The trust faults that suites 1 and 2 catch (cross_talk, every 3rd reply, needs suite 3's
+#: loads), and a proxy fault whose rule selects ai_response (agent_completed on netra's wire).
+NETRA_ROWS = ("wrong_sequence", "false_redelivered", "wrong_queued_count", "cross_talk=1", "proxy:duplicate_responses")
+
+
+def test_the_trust_faults_are_caught_in_the_netra_dialect(tmp_path):
+    """In the real platform's protocol too, a reply for another user's message, a wrong echo, a
+    first delivery flagged redelivered and a wrong queued count each fail the scenarios guarding
+    them, naming the defect, and the fault proxy selects frames by their canonical type; the
+    baselines stay green. (The whole matrix in this dialect is ``apex-faults --dialect netra``;
+    here the rows CI can afford.)"""
+    output = tmp_path / "matrix"
+    faults = [argument for name in NETRA_ROWS for argument in ("--fault", name)]
+    data = run_matrix(output, "--dialect", "netra", "--suite", "1", "--suite", "2", *faults)
+    assert data["dialect"] == "netra"
+    verdicts = {row["name"]: row["verdict"] for row in data["rows"]}
+    expected = {"none": "green", "proxy": "green", **dict.fromkeys(NETRA_ROWS, "caught")}
+    assert _allowing_inconclusive(verdicts, expected) == expected, _problems(data)
+
+
 def test_a_guarded_fault_that_is_not_caught_exits_1_and_shows_missed(tmp_path, capsys):
     """A real run of suite 1 (two scenarios) with a made-up catalogue entry that is wrong about one."""
     rapid = suite("1")

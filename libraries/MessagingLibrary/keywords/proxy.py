@@ -84,9 +84,13 @@ class FaultProxyKeywords(LibraryComponent):
         if not url:
             raise RuntimeError("No target to put the proxy in front of: pass target= or call 'Configure Target' first.")
         specs = [name.strip() for item in faults for name in str(item).split(",") if name.strip()]
-        dialect = self.ctx.target.dialect
+        target = self.ctx.target  # its dialect is read per relayed connection (the suites configure it later)
         proxy = FaultProxy(
-            url, allow_remote=allow_remote, on_fault=self._recorder(), namer=self._namer(), codec_factory=dialect.codec
+            url,
+            allow_remote=allow_remote,
+            on_fault=self._recorder(),
+            namer=self._namer(),
+            codec_factory=lambda: target.dialect.codec(),
         )
         standing = proxy.apply_standing(specs)  # validates the names before anything starts
         self.ctx.run(proxy.start(), 10.0, "Starting the fault proxy")
