@@ -1,5 +1,29 @@
 """Test doubles and helpers shared by the unit tests (importable because tests/unit is on sys.path)."""
 
+import asyncio
+import time
+
+
+def run(coro, timeout: float = 10.0):
+    """Run ``coro`` in a fresh event loop; fail after ``timeout`` seconds instead of hanging."""
+
+    async def guarded():
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(guarded())
+
+
+async def poll(predicate, timeout: float = 3.0, what: str = "condition"):
+    """Wait until ``predicate()`` is truthy (checked every 5 ms) and return it; fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
 
 class FakeClock:
     """A monotonic clock in seconds that moves only when told to."""

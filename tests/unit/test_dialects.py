@@ -23,15 +23,9 @@ from MessagingLibrary.dialects.base import OPERATIONS
 from MessagingLibrary.dialects.netra import NetraCodec, NetraDialect
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Close
+from fakes import run
 
 DEV_SECRET = "apex-acceptance-development-secret"
-
-
-def run(coro, timeout: float = 10.0):
-    async def guarded():
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(guarded())
 
 
 # --------------------------------------------------------------------------- the loader

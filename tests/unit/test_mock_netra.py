@@ -13,26 +13,14 @@ from apex_mock import MockServer
 from apex_mock.netra import DEV_JWT_SECRET, token_from_subprotocol
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+import fakes
+from fakes import poll
 
 SECRET = "unit-test-secret-never-logged-7f3a"
 
 
 def run(coro, timeout: float = 15.0):
-    async def guarded():
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(guarded())
-
-
-async def poll(predicate, timeout: float = 3.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
+    return fakes.run(coro, timeout)
 
 
 def token(sub: str = "alice", secret: str = SECRET, **claims) -> str:

@@ -21,30 +21,13 @@ from apex_mock import MockServer, user_id_for_token
 from apex_mock import faults as F
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from fakes import run, poll
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARIES = ROOT / "libraries"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def run(coro, timeout: float = 10.0):
-    async def guarded():
-        return await asyncio.wait_for(coro, timeout)
-
-    return asyncio.run(guarded())
-
-
-async def poll(predicate, timeout: float = 3.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 class Client:
