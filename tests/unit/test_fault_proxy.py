@@ -66,6 +66,8 @@ class Server:
                 frame = orjson.loads(message)
                 self.received.append(frame)
                 for i in range(frame.get("n", 0)):
+                    if frame.get("progress"):  # a run's progress event before its answer
+                        await ws.send(orjson.dumps({"type": "agent_progress", "message_id": f"m{i}", "i": f"p{i}"}).decode())
                     await ws.send(orjson.dumps({"type": "ai_response", "message_id": f"m{i}", "i": i}).decode())
         except ConnectionClosed:
             pass
@@ -219,6 +221,20 @@ def test_reorder_swaps_a_frame_with_its_successor_and_a_lone_frame_still_arrives
         proxy.add_rule(rule(Action.reorder, "ai_response", start=1, limit=1))
         async with connect(url, compression=None) as ws:
             assert await ask(ws, 1) == [0]  # no successor: released after the hold
+
+    run(scenario)
+
+
+def test_a_held_response_is_overtaken_by_the_next_response_not_by_a_progress_event_between():
+    """Streamed answers (the netra dialect): response 1 is held past run 2's progress event
+    until response 2 has passed, so the answers really arrive out of order."""
+
+    async def scenario(proxy, server, url):
+        proxy.add_rule(rule(Action.reorder, "ai_response", start=2, limit=1))
+        async with connect(url, compression=None) as ws:
+            await ws.send(orjson.dumps({"n": 3, "progress": True}).decode())
+            arrived = [orjson.loads(await asyncio.wait_for(ws.recv(), 5))["i"] for _ in range(6)]
+        assert arrived == ["p0", 0, "p1", "p2", 2, 1]
 
     run(scenario)
 

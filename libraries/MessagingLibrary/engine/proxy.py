@@ -406,7 +406,8 @@ class _Pipe:
         self.batch: list[bytes] | None = None
         self.held: list[Unit] = []  # frames held by a partition
         self.held_raw: list[bytes] = []  # bytes held by a partition before the upgrade
-        self.reorder_held: deque[tuple[Unit, asyncio.TimerHandle]] = deque()
+        #: Frames held to be overtaken: (frame, its hold timer, the types of its rule).
+        self.reorder_held: deque[tuple[Unit, asyncio.TimerHandle, frozenset[str] | None]] = deque()
         self.latency: Latency | None = None
         self.delayed: deque[tuple[float, bytes]] = deque()
         self.delay_timer: asyncio.TimerHandle | None = None
@@ -489,7 +490,7 @@ class _Pipe:
                     self._apply(rule, unit)  # the first rule that acts decides the frame's fate
                     return
             self.emit(unit)
-            self._release_reordered()
+            self._release_reordered(passed=unit)
             return
         self.emit(unit)
 
@@ -503,7 +504,7 @@ class _Pipe:
         if action is Action.duplicate:
             self.emit(unit)
             self.emit(unit)
-            self._release_reordered()
+            self._release_reordered(passed=unit)
             return
         if action is Action.delay:
             self._later(rule.delay_s, lambda: self._emit_after_delay(unit))
@@ -511,17 +512,27 @@ class _Pipe:
         if action is Action.reorder:
             loop = connection.proxy.loop
             timer = loop.call_later(REORDER_HOLD_S, self._release_reordered, True)
-            self.reorder_held.append((unit, timer))
+            self.reorder_held.append((unit, timer, rule.types))
             return
         # close: this frame passes, nothing after it, then the connection is reset
         self.emit(unit)
         self.flush()
         connection.cut_soon()
 
-    def _release_reordered(self, timed_out: bool = False) -> None:
-        """Emit frames held to be overtaken, now that a successor passed (or the hold ran out)."""
-        while self.reorder_held:
-            unit, timer = self.reorder_held.popleft()
+    def _release_reordered(self, timed_out: bool = False, passed: Unit | None = None) -> None:
+        """Emit frames held to be overtaken, now that a successor passed (or the hold ran out).
+
+        A successor is a frame the held one's rule would have selected by type (the next
+        response overtakes a held response, not a progress event of the next run in between);
+        with ``passed`` None (the hold ran out, or the connection ends) everything goes.
+        """
+        held = self.reorder_held
+        if passed is not None and held:
+            types = held[0][2]
+            if types is not None and passed.type not in types:
+                return
+        while held:
+            unit, timer, _ = held.popleft()
             timer.cancel()
             self.emit(unit)
         if timed_out:
@@ -619,7 +630,7 @@ class _Pipe:
         for handle in list(self.timers):
             handle.cancel()
         self.timers.clear()
-        for _, timer in self.reorder_held:
+        for _, timer, _ in self.reorder_held:
             timer.cancel()
         self.reorder_held.clear()
         if self.delay_timer is not None:
