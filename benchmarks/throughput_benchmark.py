@@ -6,17 +6,23 @@ orjson on every client):
 
 * ``engine``: ``MessagingLibrary.engine.load`` -> apex-mock's throughput path
   (``--processing-ms 0 --throughput-processing-ms 0``);
+* ``netra``:  the same engine in the netra dialect (a minted JWT as subprotocol ``jwt.<token>``,
+  the version-B handshake) -> a second apex-mock with the same flags and ``--dialect netra``.
+  The workload is the same ``throughput_test``: in netra it travels as the extension frame
+  ``apex.throughput_test {payload}``, answered ``apex.throughput_response {data}``, so this pair
+  measures the dialect seam's translation on both sides (the engine's NetraCodec, the mock's
+  edge codec), not the platform's chat path (``user_message`` -> agent events);
 * ``bare``:   ``benchmarks/bare_client.py`` -> ``benchmarks/bare_echo_server.py``;
 * ``cross``:  (diagnostic, no target) the bare client -> apex-mock: separates client cost from
   server cost when the engine pair is slower.
 
-Measures (a) the highest open-loop rate the engine and bare pairs sustain with p99 <= 10 ms from
-the intended send time and every message answered (``--cross``: the cross pair too), (a2) client
-and server CPU per message in saturated bursts, (b) the time and client RSS to open 500
-connections (each client in a fresh subprocess), (c) sequential ping-pong p50, and (d) checks
-the targets. ``--json PATH`` saves every figure.
+Measures (a) the highest open-loop rate the engine, netra and bare pairs sustain with p99 <= 10 ms
+from the intended send time and every message answered (``--cross``: the cross pair too), (a2)
+client and server CPU per message in saturated bursts (every pair), (b) the time and client RSS
+to open 500 connections (each client in a fresh subprocess), (c) sequential ping-pong p50, and
+(d) checks the targets (b-d: apex only). ``--json PATH`` saves every figure.
 
-    python benchmarks/throughput_benchmark.py [--quick] [--no-uvloop] [--json PATH]
+    python benchmarks/throughput_benchmark.py [--quick] [--no-uvloop] [--no-netra] [--json PATH]
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ import bare_client
 import orjson
 import psutil
 import websockets
+from MessagingLibrary.dialects import load_dialect
+from MessagingLibrary.engine.auth import DEVELOPMENT_JWT_SECRET, mint_jwt
 from MessagingLibrary.engine.history import History
 from MessagingLibrary.engine.load import LoadEngine, LoadPlan, run_load
 from MessagingLibrary.engine.mock_process import MockProcess, start_mock
@@ -72,8 +80,16 @@ KB_PER_CONNECTION_TARGET = 50.0
 PING_PONG_RATIO_TARGET = 1.5
 PING_PONG_WARMUP = 100
 COOLDOWN_S = 0.3  # between trials: let the previous trial's leftovers settle
+#: The environment variable both apex-mock --dialect netra (it inherits this process's
+#: environment) and the library read the JWT secret from; unset: the public development secret.
+JWT_SECRET_ENV = "APEX_JWT_SECRET"
+#: Pairs whose client is the library's load engine (the rest run bare_client.py).
+ENGINE_PAIRS = ("engine", "netra")
+#: Every pair, in the order the report shows them.
+PAIRS = ("engine", "netra", "bare", "cross")
 LABELS = {
     "engine": "engine -> apex-mock",
+    "netra": "engine -> apex-mock --dialect netra",
     "bare": "bare client -> echo server",
     "cross": "bare client -> apex-mock (diagnostic)",
 }
@@ -201,6 +217,8 @@ class Trial:
     other_cpu_s: float = 0.0
     passed: bool = False
     why: str = ""
+    #: The engine's dialect as its result describes it (``dialect 'netra' (token in subprotocol)``); bare: "".
+    dialect: str = ""
 
     def judge(self, p99_limit_s: float = P99_LIMIT_S) -> Trial:
         if self.why:  # timed out or failed to run
@@ -213,24 +231,49 @@ class Trial:
         return self
 
 
+def jwt_secret() -> str:
+    """The secret apex-mock --dialect netra verifies JWTs with when it is given no --jwt-secret."""
+    return os.environ.get(JWT_SECRET_ENV, "").strip() or DEVELOPMENT_JWT_SECRET
+
+
+def engine_tokens(dialect: str, trial_id: str, connections: int) -> list[str]:
+    """One token, hence one mock user, per connection: opaque for apex, a minted HS256 JWT for netra."""
+    subjects = [f"bench-{trial_id}-{i}" for i in range(connections)]
+    if dialect == "apex":
+        return subjects
+    secret = jwt_secret()
+    return [mint_jwt(secret, subject) for subject in subjects]
+
+
 async def engine_trial(
-    url: str, rate: float, seconds: float, connections: int = 1, trial_id: str = "e", drain_s: float = 2.0
+    url: str,
+    rate: float,
+    seconds: float,
+    connections: int = 1,
+    trial_id: str = "e",
+    drain_s: float = 2.0,
+    dialect: str = "apex",
 ) -> Trial:
-    """One open-loop run of the library's load engine (one token, hence one mock user, per connection)."""
+    """One open-loop run of the library's load engine in ``dialect`` (``apex``: pair engine, ``netra``: pair netra).
+
+    The workload is the same in both: ``throughput_test`` frames (in netra the extension frame
+    ``apex.throughput_test``, answered ``apex.throughput_response``).
+    """
     plan = LoadPlan(
         url=url,
-        tokens=[f"bench-{trial_id}-{i}" for i in range(connections)],
+        tokens=engine_tokens(dialect, trial_id, connections),
         phases=[Phase("steady", rate, seconds)],
         connections=connections,
         run_id=trial_id,
         drain_timeout_s=drain_s,
         connect_timeout_s=10.0,
+        dialect=load_dialect(dialect),
     )
     result = await run_load(plan)
     lat = result.latency
     why = "; ".join(result.connect_failures[:1] + result.close_reasons[:1])
     return Trial(
-        "engine",
+        "engine" if dialect == "apex" else dialect,
         rate,
         seconds,
         result.scheduled,
@@ -242,6 +285,7 @@ async def engine_trial(
         lat["max_s"] * 1e3,
         result.missed_sends,
         why=why,
+        dialect=result.dialect,
     )
 
 
@@ -415,6 +459,9 @@ async def find_max_rates(
         "engine": lambda rate, tid, secs=args.trial_seconds: engine_trial(
             urls["engine"], rate, secs, args.connections, tid, args.drain_seconds
         ),
+        "netra": lambda rate, tid, secs=args.trial_seconds: engine_trial(
+            urls["netra"], rate, secs, args.connections, tid, args.drain_seconds, "netra"
+        ),
         "bare": lambda rate, tid, secs=args.trial_seconds: bare_trial(
             urls["bare"], rate, secs, args.connections, tid, args.drain_seconds
         ),
@@ -481,8 +528,9 @@ async def measure_saturation(
 
     def make(name: str, count: int, tid: str) -> Callable[[], Awaitable[Trial]]:
         seconds = count / rate
-        if name == "engine":
-            return lambda: engine_trial(urls["engine"], rate, seconds, args.connections, tid, 15.0)
+        if name in ENGINE_PAIRS:
+            dialect = "apex" if name == "engine" else name
+            return lambda: engine_trial(urls[name], rate, seconds, args.connections, tid, 15.0, dialect)
         token = f"bench-{tid}" if name == "cross" else None
         return lambda: bare_trial(urls[name], rate, seconds, args.connections, tid, 15.0, name, token)
 
@@ -711,6 +759,19 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def client_cpu_ratios(sat: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """Saturated client CPU per message as ratios: engine / bare, and (when measured) netra / bare and netra / engine."""
+
+    def us(name: str) -> float | None:
+        return (sat.get(name) or {}).get("client_us_per_msg")
+
+    ratios = {"engine_to_bare": ratio(us("engine"), us("bare"))}
+    if "netra" in sat:
+        ratios["netra_to_bare"] = ratio(us("netra"), us("bare"))
+        ratios["netra_to_engine"] = ratio(us("netra"), us("engine"))
+    return ratios
+
+
 def build_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rates, conns, pp = report["max_rate"], report["connections"], report["ping_pong"]
     r = rates.get("ratio_engine_to_bare")
@@ -774,7 +835,13 @@ def render_header(report: dict[str, Any]) -> str:
                 f"  send time and every message answered; a failing rate is retried {settings['retries']}x; "
                 f"start {settings['start_rate']:,.0f}/s, x{settings['factor']:g}, {settings['bisect_steps']} bisection steps"
             ),
-            f"  servers: apex-mock {' '.join(settings['mock_args'])}; bare_echo_server.py",
+            f"  servers: apex-mock {' '.join(settings['mock_args'])}; "
+            + (
+                f"apex-mock {' '.join(settings['netra_mock_args'])} (JWT in subprotocol jwt.<token>); "
+                if settings.get("netra_mock_args")
+                else ""
+            )
+            + "bare_echo_server.py",
         ]
     )
 
@@ -788,7 +855,7 @@ def render_body(report: dict[str, Any]) -> str:
         ),
     ]
     rates = report["max_rate"]
-    for name in ("engine", "bare", "cross"):
+    for name in PAIRS:
         if name not in rates:
             continue
         s = rates[name]
@@ -803,9 +870,14 @@ def render_body(report: dict[str, Any]) -> str:
             f"{len(s['trials']):>6} "
             f"{fmt(client_busy, '10.0%'):>10} {fmt(server_busy, '10.0%'):>10} {fmt(server_us, '12.1f'):>12} us"
         )
-    if any(rates[n]["first_failing_rate"] is None for n in ("engine", "bare") if n in rates):
+    if any(rates[n]["first_failing_rate"] is None for n in ("engine", "netra", "bare") if n in rates):
         lines.append("  (no failing rate: the search stopped at --max-rate, so that max rate is a lower bound)")
     lines.append(f"  ratio engine / bare: {fmt(rates.get('ratio_engine_to_bare'), '.2f')}")
+    if "netra" in rates:
+        lines.append(
+            f"  ratio netra engine / bare: {fmt(rates.get('ratio_netra_to_bare'), '.2f')} "
+            f"(netra / apex engine {fmt(rates.get('ratio_netra_to_engine'), '.2f')})"
+        )
     if "ratio_cross_to_bare" in rates:
         lines.append(
             f"  (diagnostic: bare client -> mock / bare pair {fmt(rates.get('ratio_cross_to_bare'), '.2f')}; "
@@ -823,16 +895,20 @@ def render_body(report: dict[str, Any]) -> str:
             ),
             f"  {'pair':<40} {'client cpu/msg':>15} {'server cpu/msg':>15} {'burst rate':>12}",
         ]
-        for name in ("engine", "bare", "cross"):
+        for name in PAIRS:
             if name in sat:
                 x = sat[name]
                 lines.append(
                     f"  {x['label']:<40} {fmt(x['client_us_per_msg'], '12.1f'):>12} us "
                     f"{fmt(x['server_us_per_msg'], '12.1f'):>12} us {fmt(x['msgs_per_s'], '10,.0f'):>10}/s"
                 )
-        engine_us = (sat.get("engine") or {}).get("client_us_per_msg")
-        bare_us = (sat.get("bare") or {}).get("client_us_per_msg")
-        lines.append(f"  client cpu/msg engine / bare client: {fmt(ratio(engine_us, bare_us), '.2f')}")
+        cpu = report.get("client_cpu_ratios") or client_cpu_ratios(sat)
+        lines.append(f"  client cpu/msg engine / bare client: {fmt(cpu.get('engine_to_bare'), '.2f')}")
+        if "netra" in sat:
+            lines.append(
+                f"  client cpu/msg netra engine / bare client: {fmt(cpu.get('netra_to_bare'), '.2f')} "
+                f"(netra / apex engine {fmt(cpu.get('netra_to_engine'), '.2f')})"
+            )
     count = report["settings"].get("open_count", OPEN_COUNT)
     lines += [
         "",
@@ -937,6 +1013,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="ping-pong round trips (default 2000, quick 500)")
     parser.add_argument("--open-count", type=int, default=OPEN_COUNT, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--no-netra",
+        action="store_true",
+        help="skip the netra pair (the engine in the netra dialect -> apex-mock --dialect netra)",
+    )
+    parser.add_argument(
         "--cross",
         action="store_true",
         help="also search the max rate of the diagnostic pair bare client -> mock (adds ~40 s)",
@@ -990,28 +1071,44 @@ def environment(use_uvloop: bool) -> dict[str, Any]:
 
 
 def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Start both servers, measure a-c, stop the servers (always), return the report."""
+    """Start the servers, measure a-c, stop the servers (always), return the report."""
     use_uvloop = not args.no_uvloop and uvloop_version() is not None
     mock: MockProcess | None = None
+    netra_mock: MockProcess | None = None
     echo: EchoServer | None = None
     started = time.perf_counter()
     try:
         mock_args = mock_arguments(use_uvloop)
         mock = start_mock(extra_args=mock_args)
+        # The netra pair's server: the same mock, the same throughput path, in the netra dialect
+        # (it verifies the engine's minted JWTs with APEX_JWT_SECRET, inherited, else the
+        # development secret: see jwt_secret()).
+        netra_args = [] if args.no_netra else [*mock_args, "--dialect", "netra"]
+        if netra_args:
+            netra_mock = start_mock(extra_args=netra_args)
         echo = EchoServer(use_uvloop)
-        all_urls = {"engine": mock.url, "bare": echo.url, "cross": mock.url}
+        all_urls = {"engine": mock.url}
+        if netra_mock is not None:
+            all_urls["netra"] = netra_mock.url
+        all_urls |= {"bare": echo.url, "cross": mock.url}
         urls = {k: v for k, v in all_urls.items() if k != "cross" or args.cross}
         report: dict[str, Any] = {
             "environment": environment(use_uvloop),
-            "settings": {k: v for k, v in vars(args).items() if not k.startswith("worker")} | {"mock_args": mock_args},
+            "settings": {k: v for k, v in vars(args).items() if not k.startswith("worker")}
+            | {"mock_args": mock_args, "netra_mock_args": netra_args},
         }
         log(render_header(report))
         log("\nrate trials:")
         factory = loop_factory(use_uvloop)
         with asyncio.Runner(loop_factory=factory) as runner:
             pids = {"engine": mock.pid, "bare": echo.process.pid, "cross": mock.pid}
+            if netra_mock is not None:
+                pids["netra"] = netra_mock.pid
             rates = runner.run(find_max_rates(urls, args, log, pids))
         rates["ratio_engine_to_bare"] = ratio(rates["engine"]["max_rate"], rates["bare"]["max_rate"])
+        if "netra" in rates:
+            rates["ratio_netra_to_bare"] = ratio(rates["netra"]["max_rate"], rates["bare"]["max_rate"])
+            rates["ratio_netra_to_engine"] = ratio(rates["netra"]["max_rate"], rates["engine"]["max_rate"])
         if "cross" in rates:
             rates["ratio_cross_to_bare"] = ratio(rates["cross"]["max_rate"], rates["bare"]["max_rate"])
             rates["ratio_engine_to_cross"] = ratio(rates["engine"]["max_rate"], rates["cross"]["max_rate"])
@@ -1020,6 +1117,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
             log("\nsaturated bursts (client and server CPU per message):")
             with asyncio.Runner(loop_factory=factory) as runner:
                 report["saturation"] = runner.run(measure_saturation(all_urls, args, log, pids))
+            report["client_cpu_ratios"] = client_cpu_ratios(report["saturation"])
         log(f"\nopening {args.open_count} connections per client (fresh processes) ...")
         conns = {
             "engine": measure_connections("engine", mock.url, args.open_count, use_uvloop),
@@ -1050,6 +1148,8 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
     finally:
         if echo is not None:
             echo.stop()
+        if netra_mock is not None:
+            netra_mock.stop()
         if mock is not None:
             mock.stop()
 

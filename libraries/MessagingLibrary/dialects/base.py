@@ -39,6 +39,7 @@ Write your own dialect by subclassing :class:`Dialect` and :class:`Codec` (templ
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -185,6 +186,17 @@ class Dialect:
     def describe(self) -> str:
         """For the log: ``dialect 'netra' (auth in subprotocol)``."""
         return f"dialect '{self.name}' (token in {self.auth_in})"
+
+
+#: Keep-alive answers in flight (``send_soon``): asyncio keeps only weak references to tasks.
+_ANSWERS: set[Any] = set()
+
+
+def send_soon(coroutine: Any) -> None:
+    """Run ``coroutine`` (sending a dialect's keep-alive answer) as a task kept until it is done."""
+    task = asyncio.get_running_loop().create_task(coroutine)
+    _ANSWERS.add(task)
+    task.add_done_callback(_ANSWERS.discard)
 
 
 def with_query(url: str, **params: str) -> str:

@@ -44,7 +44,7 @@ from .health import DEFAULT_BEHIND_THRESHOLD_S, DEFAULT_MAX_LATE_FRACTION, FlowC
 from .metrics import LatencyHistogram
 from .schedule import Phase, Schedule
 from ..dialects import ApexDialect, Dialect, SessionOpenError
-from ..dialects.base import shown_url
+from ..dialects.base import send_soon, shown_url
 from .session import MAX_FRAME_BYTES, describe_open_error, describe_session_open
 from .tracking import ConnectionTracker
 
@@ -282,7 +282,7 @@ class LoadConnection:
                     frame = codec.classify(frame)
                     answer = codec.reply_to_client(frame)
                     if answer is not None:
-                        asyncio.get_running_loop().create_task(self._send_frame(answer, encode=False))
+                        send_soon(self._send_frame(answer, encode=False))
                 handle(frame, ts)
         except ConnectionClosed:
             pass

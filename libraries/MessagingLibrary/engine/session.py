@@ -35,7 +35,7 @@ from .health import (
     waits_on_peer,
 )
 from ..dialects import ApexDialect, Codec, Dialect, SessionOpenError
-from ..dialects.base import parse_frame as _parse, redacted, shown_url
+from ..dialects.base import parse_frame as _parse, redacted, send_soon, shown_url
 from .history import History
 from .trust import COUNT_GRACE_S
 
@@ -374,7 +374,7 @@ class Session:
             raw = redacted(wire) if frame is not wire else None
             answer = codec.reply_to_client(frame)
             if answer is not None and self.ws is not None:
-                asyncio.get_running_loop().create_task(self._send_quietly(answer))
+                send_soon(self._send_quietly(answer))
         event = self.history.record_received(self.alias, frame, ts_ns, raw)
         self.counts[event.type] += 1
         self.by_type.setdefault(event.type, []).append(event.index)
