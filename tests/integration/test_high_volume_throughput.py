@@ -62,4 +62,5 @@ def test_a_server_without_session_control_skips_the_overload_scenarios_saying_wh
         )
     outcome = run.outcomes[OVERLOAD]
     assert outcome.status == "SKIP", outcome
-    assert "cannot configure the session" in outcome.message and "unsupported" in outcome.message
+    assert "The target has no 'configure_session' operation in dialect 'apex'" in outcome.message
+    assert "unsupported" in outcome.message
