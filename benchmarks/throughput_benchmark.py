@@ -64,7 +64,7 @@ import orjson
 import psutil
 import websockets
 from MessagingLibrary.dialects import load_dialect
-from MessagingLibrary.engine.auth import DEVELOPMENT_JWT_SECRET, mint_jwt
+from MessagingLibrary.engine.auth import development_jwt_secret, mint_jwt
 from MessagingLibrary.engine.history import History
 from MessagingLibrary.engine.load import LoadEngine, LoadPlan, run_load
 from MessagingLibrary.engine.mock_process import MockProcess, start_mock
@@ -231,17 +231,12 @@ class Trial:
         return self
 
 
-def jwt_secret() -> str:
-    """The secret apex-mock --dialect netra verifies JWTs with when it is given no --jwt-secret."""
-    return os.environ.get(JWT_SECRET_ENV, "").strip() or DEVELOPMENT_JWT_SECRET
-
-
 def engine_tokens(dialect: str, trial_id: str, connections: int) -> list[str]:
     """One token, hence one mock user, per connection: opaque for apex, a minted HS256 JWT for netra."""
     subjects = [f"bench-{trial_id}-{i}" for i in range(connections)]
     if dialect == "apex":
         return subjects
-    secret = jwt_secret()
+    secret = development_jwt_secret()
     return [mint_jwt(secret, subject) for subject in subjects]
 
 
@@ -1082,7 +1077,7 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
         mock = start_mock(extra_args=mock_args)
         # The netra pair's server: the same mock, the same throughput path, in the netra dialect
         # (it verifies the engine's minted JWTs with APEX_JWT_SECRET, inherited, else the
-        # development secret: see jwt_secret()).
+        # development secret: see auth.development_jwt_secret()).
         netra_args = [] if args.no_netra else [*mock_args, "--dialect", "netra"]
         if netra_args:
             netra_mock = start_mock(extra_args=netra_args)

@@ -7,6 +7,7 @@ default: ``resources/apex.resource`` imports this file). Fault modes for a run:
 
 import os
 
+from MessagingLibrary.engine.auth import development_jwt_secret
 from robot.api.types import Secret
 
 APEX_TARGET = "mock"
@@ -26,7 +27,7 @@ APEX_DIALECT = os.environ.get("APEX_DIALECT", "").strip() or "apex"
 APEX_AUTH_IN = os.environ.get("APEX_AUTH_IN", "").strip()
 #: Signs each test user's JWT in a JWT dialect (netra). The mock verifies with the same secret:
 #: the environment's APEX_JWT_SECRET, else the public development secret.
-APEX_JWT_SECRET = Secret(os.environ.get("APEX_JWT_SECRET", "").strip() or "apex-acceptance-development-secret")
+APEX_JWT_SECRET = Secret(development_jwt_secret())
 APEX_E2E_BYPASS_KEY = None
 APEX_E2E_BYPASS_HEADER = "X-E2E-Bypass-Key"
 APEX_MOCK_FAULTS = ""

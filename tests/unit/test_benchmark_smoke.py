@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from MessagingLibrary.engine.auth import DEVELOPMENT_JWT_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = ROOT / "benchmarks"
@@ -161,7 +162,7 @@ def test_engine_tokens_per_dialect(bench, monkeypatch):
     assert bench.engine_tokens("apex", "e7", 2) == ["bench-e7-0", "bench-e7-1"]
     monkeypatch.delenv(bench.JWT_SECRET_ENV, raising=False)
     tokens = bench.engine_tokens("netra", "n7", 2)
-    claims = [jwt.decode(t, bench.DEVELOPMENT_JWT_SECRET, algorithms=["HS256"]) for t in tokens]
+    claims = [jwt.decode(t, DEVELOPMENT_JWT_SECRET, algorithms=["HS256"]) for t in tokens]
     assert [c["sub"] for c in claims] == ["bench-n7-0", "bench-n7-1"]
     monkeypatch.setenv(bench.JWT_SECRET_ENV, "another-benchmark-secret-32-bytes-long")  # the mock inherits it: both sides follow
     (token,) = bench.engine_tokens("netra", "n8", 1)

@@ -6,6 +6,7 @@ Nothing here logs, and no error message carries a token, a secret or a bypass ke
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,12 @@ DEVELOPMENT_JWT_SECRET = "apex-acceptance-development-secret"
 JWT_LIFETIME_S = 3600
 #: The header that carries the end-to-end test login's bypass key (``APEX_E2E_BYPASS_HEADER``).
 DEFAULT_BYPASS_HEADER = "X-E2E-Bypass-Key"
+
+
+def development_jwt_secret() -> str:
+    """The secret the built-in netra mock verifies with when given no ``--jwt-secret``: the
+    environment's ``APEX_JWT_SECRET``, else :data:`DEVELOPMENT_JWT_SECRET`."""
+    return os.environ.get("APEX_JWT_SECRET", "").strip() or DEVELOPMENT_JWT_SECRET
 
 
 def new_user_id(prefix: str = "apex-test") -> str:
