@@ -17,6 +17,7 @@ from .engine.monitor import ResourceMonitor
 from .engine.proxy import FaultProxy
 from .engine.session import Session
 from .keywords import (
+    AgentRunKeywords,
     CheckKeywords,
     ConnectionKeywords,
     FaultProxyKeywords,
@@ -259,6 +260,7 @@ class MessagingLibrary(DynamicCore):
         self.ROBOT_LIBRARY_LISTENER = self
         self._suites: list[str] = []
         connections = ConnectionKeywords(self.ctx)
+        load = LoadKeywords(self.ctx, connections)
         self._proxies = FaultProxyKeywords(self.ctx)
         components = [
             MockServerKeywords(self.ctx),
@@ -268,7 +270,8 @@ class MessagingLibrary(DynamicCore):
             StateKeywords(self.ctx),
             OfflineQueueKeywords(self.ctx, connections),
             CheckKeywords(self.ctx),
-            LoadKeywords(self.ctx, connections),
+            load,
+            AgentRunKeywords(self.ctx, load),
             ResourceKeywords(self.ctx),
             self._proxies,
             ReportingKeywords(self.ctx),

@@ -337,11 +337,20 @@ def test_agent_error_is_a_final_error():
     assert codec.user.unanswered["th"] == {}
 
 
+def test_an_answer_chunk_is_the_canonical_answer_chunk_with_its_text():
+    _, codec = codec_with_thread("th")
+    codec.encode({"type": "user_message", "message_id": "m1"})
+    wire = {"type": "agent_response_chunk", "run_id": "m1", "thread_id": "th", "data": {"chunk": "Resp", "chunk_index": 0}}
+    chunk = codec.classify(wire)
+    assert chunk == {"type": "agent_progress", "event": "answer_chunk", "message_id": "m1", "run_id": "m1",
+                     "thread_id": "th", "text": "Resp", "index": 0}
+
+
 def test_an_unknown_event_with_a_run_is_progress_and_without_is_unclassified():
     _, codec = codec_with_thread("th")
     codec.encode({"type": "user_message", "message_id": "m1"})
-    chunk = codec.classify({"type": "agent_response_chunk", "run_id": "m1", "thread_id": "th"})
-    assert chunk["type"] == "agent_progress" and chunk["event"] == "agent_response_chunk" and chunk["message_id"] == "m1"
+    thought = codec.classify({"type": "agent_reflecting", "run_id": "m1", "thread_id": "th"})
+    assert thought["type"] == "agent_progress" and thought["event"] == "agent_reflecting" and thought["message_id"] == "m1"
     assert codec.classify({"type": "whatever", "x": 1}) == {"type": "unclassified", "wire_type": "whatever"}
     assert codec.classify({"type": "agent_progress", "data": {"no": "event"}})["type"] == "unclassified"
 

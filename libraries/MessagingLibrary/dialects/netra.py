@@ -46,7 +46,11 @@ EXT_ANSWER_FIELDS = (
 #: Legacy envelopes: ``{"type": <one of these>, "data": {"event": <event type>, ...}}``.
 ENVELOPES = frozenset({"system_message", "agent_progress", "agent_response_complete"})
 #: Progress events of a run (the golden path before ``agent_completed``).
-PROGRESS_EVENTS = frozenset({"agent_started", "agent_thinking", "tool_executing", "tool_completed"})
+PROGRESS_EVENTS = frozenset({"agent_started", "agent_thinking", "tool_executing", "tool_completed", "agent_response_chunk"})
+#: Events that stream part of the answer -> the canonical progress event (``text``: the part).
+#: ``agent_response_chunk`` is the name the platform's test handler uses (the public platform
+#: streams no tokens; ``apex-mock --dialect netra`` sends it when a session asks for chunks).
+CHUNK_EVENTS = {"agent_response_chunk": "answer_chunk", "answer_chunk": "answer_chunk"}
 #: Chat message types of the platform (an ``ack`` naming one: the server did not take it as chat).
 CHAT_TYPES = frozenset({"user_message", "message", "chat_message", "user_input", "start_agent"})
 #: Our keep-alive answers: a server that acknowledges them (``ack``) says nothing to the checks.
@@ -141,6 +145,7 @@ class NetraCodec(Codec):
             "agent_thinking": self._progress,
             "tool_executing": self._progress,
             "tool_completed": self._progress,
+            "agent_response_chunk": self._progress,
             "error_message": self._error_message,
             "error": self._plain_error,
             "ack": self._ack,
@@ -410,7 +415,7 @@ class NetraCodec(Codec):
             data = _EMPTY
         out = {
             "type": "agent_progress",
-            "event": kind,
+            "event": CHUNK_EVENTS.get(kind, kind),
             "message_id": self._correlate(event, data, False),
             "run_id": event.get("run_id"),
             "thread_id": event.get("thread_id"),
@@ -418,6 +423,13 @@ class NetraCodec(Codec):
         tool = event.get("tool_name", event.get("tool"))
         if tool is not None:
             out["tool_name"] = tool
+        if kind in CHUNK_EVENTS:
+            text = data.get("chunk", event.get("chunk"))
+            if isinstance(text, str):
+                out["text"] = text
+            index = data.get("chunk_index", event.get("chunk_index"))
+            if index is not None:
+                out["index"] = index
         return out
 
     def _agent_error(self, event: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -46,6 +46,7 @@ from .schedule import Phase, Schedule
 from ..dialects import ApexDialect, Dialect, SessionOpenError
 from ..dialects.base import send_soon, shown_url
 from .session import MAX_FRAME_BYTES, describe_open_error, describe_session_open
+from .streams import CROSS_TALK, ORPHAN, StreamBook
 from .tracking import ConnectionTracker
 
 #: Replies that answer a message (processed by the server).
@@ -105,6 +106,13 @@ class LoadPlan:
     redelivery_wait_s: float = 2.0
     #: The wire protocol (MessagingLibrary.dialects); apex unless told.
     dialect: Dialect = field(default_factory=ApexDialect)
+    #: Follow every chat message's agent run (engine.streams): its events, figures and integrity.
+    streams: bool = False
+    #: A gap between two consecutive events of a run longer than this makes the run ``stalled``.
+    stall_threshold_s: float = 1.0
+    #: After every message has its outcome, wait until no stream event came for this long (a
+    #: late event after a final must still be seen), within the drain timeout.
+    quiet_s: float = 0.3
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -117,6 +125,8 @@ class LoadPlan:
             raise ValueError(f"Message type must be one of {', '.join(MESSAGE_TYPES)}, got '{self.message_type}'.")
         if self.high_priority_every < 0 or self.drop_every < 0:
             raise ValueError("high_priority_every and drop_every must be >= 0.")
+        if self.streams and self.message_type != "user_message":
+            raise ValueError("Agent runs are followed for chat messages only: use message_type user_message.")
         if self.verify_processing and self.message_type != "user_message":
             raise ValueError("verify_processing needs message_type user_message (throughput_test is not recorded).")
         if self.drop_every:
@@ -307,6 +317,12 @@ class LoadConnection:
             if not future.done():
                 future.set_result(frame)
             return
+        if kind == "agent_progress":
+            if engine.streams is not None:
+                self._progress(frame, ts)
+            else:
+                engine.other_frames += 1
+            return
         if kind in ANSWERS or kind in OTHER_OUTCOMES:
             delivery_id = frame.get("delivery_id")
             if isinstance(delivery_id, str):
@@ -335,8 +351,23 @@ class LoadConnection:
                     f"connection {self.name} received {kind} for message '{message_id}', which its user never sent "
                     f"(connection {owner.name}'s user did)",
                 )
+                if engine.streams is not None:
+                    k = seq * engine.width + owner.index
+                    engine.streams.foreign(
+                        CROSS_TALK, self.name, kind, ts - engine.start_ns - engine.schedule.intended_offset_ns(k),
+                        f"for message '{message_id}', which connection {owner.name}'s user sent",
+                    )
                 return
             k = seq * engine.width + owner.index
+            book = engine.streams
+            if book is not None:
+                engine.last_stream_ns = ts
+                intended = engine.start_ns + engine.schedule.intended_offset_ns(k)
+                if kind in ANSWERS or frame.get("code") == "agent_error":
+                    book.final((owner.index, seq), owner.name, message_id, intended,
+                               "agent_error" if kind == "error" else kind, ts, run_id=frame.get("run_id"))
+                else:
+                    book.refused((owner.index, seq))
             if kind in ANSWERS:
                 echoed = frame.get("sequence_id")
                 if echoed is not None and echoed != seq:
@@ -360,6 +391,41 @@ class LoadConnection:
             self.progress.set()
             return
         engine.other_frames += 1
+
+    def _progress(self, frame: dict[str, Any], ts: int) -> None:
+        """An agent run's progress event: find its run (by the run_id a netra client chose, else the
+        message_id), and hand it to the stream book, or count it as orphan or cross-talk."""
+        engine = self.engine
+        book = engine.streams
+        assert book is not None
+        engine.last_stream_ns = ts
+        prefix = engine.run_prefix
+        event = str(frame.get("event"))
+        run_id = frame.get("run_id")
+        message_id = run_id if isinstance(run_id, str) and run_id.startswith(prefix) else frame.get("message_id")
+        owner: LoadConnection | None = None
+        seq = -1
+        if isinstance(message_id, str) and message_id.startswith(prefix):
+            connection, _, sequence = message_id[len(prefix):].partition("-")
+            try:
+                owner = engine.connections[int(connection)]
+                seq = int(sequence)
+            except (ValueError, IndexError):
+                owner = None
+        if owner is None or seq < 0 or seq >= owner.tracker.sent:
+            shown = f"run_id '{run_id}'" if run_id is not None else f"message_id '{message_id}'"
+            book.foreign(ORPHAN, self.name, event, None, f"at +{(ts - engine.start_ns) / 1e9:.3f} s into the load run "
+                         f"names {shown}, a run this load run never started")
+            return
+        k = seq * engine.width + owner.index
+        intended = engine.start_ns + engine.schedule.intended_offset_ns(k)
+        if owner is not self and owner.token != self.token:
+            label = f"run '{run_id}' (message '{message_id}')" if run_id not in (None, message_id) else f"run '{message_id}'"
+            book.foreign(CROSS_TALK, self.name, event, ts - intended,
+                         f"of {label}, which connection {owner.name}'s user started: another user's event")
+            return
+        book.event((owner.index, seq), owner.name, message_id, intended, event, ts,
+                   run_id=run_id, tool=frame.get("tool_name"), text=frame.get("text"))
 
     def _ack(self, delivery_id: str) -> None:
         self.acks.append(delivery_id)
@@ -598,6 +664,9 @@ class LoadEngine:
         self.processing: dict[str, Any] | None = None
         self.send_done_ns = 0
         self.end_ns = 0
+        #: Every agent run of the load run (plan.streams), else None.
+        self.streams: StreamBook | None = StreamBook(plan.stall_threshold_s) if plan.streams else None
+        self.last_stream_ns = 0
         self._third_ns = max(1, int(self.schedule.duration_s * 1e9 / 3))
 
     # -- schedule ----------------------------------------------------------------------------
@@ -767,6 +836,33 @@ class LoadEngine:
         deadline = loop.time() + self.plan.drain_timeout_s
         while not self._settled() and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        if self.streams is not None:
+            # Every message has its outcome: a stream event may still be on its way (one after a
+            # final, a second final). Wait until none came for quiet_s, within the drain timeout.
+            quiet_ns = int(self.plan.quiet_s * 1e9)
+            while loop.time() < deadline and time.perf_counter_ns() - self.last_stream_ns < quiet_ns:
+                await asyncio.sleep(0.01)
+            self._finish_streams(timed_out=loop.time() >= deadline)
+
+    def _finish_streams(self, timed_out: bool) -> None:
+        """Runs with no final outcome are truncated; say why the wait ended, per connection."""
+        book = self.streams
+        assert book is not None
+        reasons: dict[str, str] = {}
+        unseen: list[tuple[str, str]] = []
+        unseen_count = 0
+        for c in self.connections:
+            if not c.is_open:
+                reasons[c.name] = "before the connection closed"
+            else:
+                reasons[c.name] = f"within the drain timeout ({self.plan.drain_timeout_s:g} s)" if timed_out else "when the load run ended"
+            for seq in range(c.tracker.sent):
+                key = (c.index, seq)
+                if key not in book.active and not book.is_done(key):
+                    unseen_count += 1
+                    if len(unseen) < MAX_REASONS:
+                        unseen.append((c.name, f"{c.prefix}{seq}"))
+        book.finish(reasons, unseen, unseen_count)
 
     async def _verify_processing(self) -> None:
         """Count, per connection's user, how often the server processed each of its messages."""
@@ -896,6 +992,7 @@ class LoadEngine:
             configure_problem=self.configure_problem,
             processing=self.processing,
             examples=[e for t in trackers for e in t.examples][:MAX_REASONS],
+            streams=self.streams.figures() if self.streams is not None else None,
         )
 
 
@@ -966,6 +1063,8 @@ class LoadResult:
     configure_problem: str
     processing: dict[str, Any] | None
     examples: list[str]
+    #: The agent runs (engine.streams.StreamBook.figures) when the run followed them, else None.
+    streams: dict[str, Any] | None = None
 
     @property
     def delivery_ratio(self) -> float:

@@ -1,5 +1,6 @@
 """Keyword components, one class per topic."""
 
+from .agents import AgentRunKeywords
 from .checks import CheckKeywords
 from .connection import ConnectionKeywords
 from .load import LoadKeywords
@@ -13,6 +14,7 @@ from .sending import SendingKeywords
 from .state import StateKeywords
 
 __all__ = [
+    "AgentRunKeywords",
     "CheckKeywords",
     "ConnectionKeywords",
     "FaultProxyKeywords",

@@ -222,16 +222,22 @@ class LoadKeywords(LibraryComponent):
 
     def _run(self, phases: list[Phase], *, name: str | None, connections: int, message_type: MessageType,
              drain_timeout: timedelta, connect_timeout: timedelta, late_threshold: timedelta,
-             behind_threshold: timedelta,
+             behind_threshold: timedelta, users: int | None = None, configure_optional: bool = False,
              **options: Any) -> LoadResult:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}.")
+        if users is not None and not 1 <= users <= connections:
+            raise ValueError(f"users must be between 1 and the number of connections ({connections}), got {users}.")
         target = self.ctx.target
         if target.url is None:
             raise RuntimeError("No target configured: call 'Configure Target' (or 'Set Up Apex Target') first.")
         label = _safe_name(name or _test_name() or "load")
         number = next(_runs)
-        tokens = self._tokens(connections)
+        if users is None or users == connections:
+            tokens = self._tokens(connections)
+        else:  # several connections per user: connection i belongs to user i mod users
+            own = self._tokens(users)
+            tokens = [own[i % len(own)] for i in range(connections)]
         plan = LoadPlan(
             url=target.url,
             tokens=tokens,
@@ -258,13 +264,18 @@ class LoadKeywords(LibraryComponent):
         )
         monitor = self.ctx.monitor
         logger.info(f"Load run '{label}': {engine.schedule.describe()} over {connections} connection(s).")
-        result = self.ctx.run(self._drive(engine, monitor), limit, f"Load run '{label}'")
+        result = self.ctx.run(self._drive(engine, monitor, configure_optional), limit, f"Load run '{label}'")
         if result is None:
             problem = engine.configure_problem
             if "'unsupported'" in problem:
                 raise self.ctx.unsupported("configure_session", f"this load run needs it: {problem}")
             raise RuntimeError(f"Load run '{label}' not started: {problem}")
         self.last = result
+        if result.configure_problem:  # configure_optional: the target lacks configure_session
+            logger.warn(
+                f"Load run '{label}': the target has no configure_session ({target.dialect.describe()}), "
+                "so its sessions were not configured as asked: the runs stream as the target streams them."
+            )
         path = self._write(result, f"{label}-{number}")
         logger.info(_summary_html(result, path.name), html=True)
         logger.info(f"Load run '{label}': {result.dialect}; replies matched to messages by {' and '.join(result.correlation)}.")
@@ -273,8 +284,9 @@ class LoadKeywords(LibraryComponent):
         self.ctx.note_generator(result.generator, _run_label(result, None))
         return result
 
-    async def _drive(self, engine: LoadEngine, monitor) -> LoadResult | None:
-        """Open, run and close; None when the sessions could not be configured as asked."""
+    async def _drive(self, engine: LoadEngine, monitor, configure_optional: bool = False) -> LoadResult | None:
+        """Open, run and close; None when the sessions could not be configured as asked
+        (unless ``configure_optional`` and the target simply lacks ``configure_session``)."""
         if monitor is not None:
             await monitor.sample("load before")
         self.ctx.load_engine = engine
@@ -284,7 +296,8 @@ class LoadKeywords(LibraryComponent):
                 monitor.connections = engine.opened
                 await monitor.sample("load connected")
             if engine.configure_problem:
-                return None
+                if not (configure_optional and "'unsupported'" in engine.configure_problem):
+                    return None
             result = await engine.run()
             if monitor is not None:
                 monitor.messages = result.answered
