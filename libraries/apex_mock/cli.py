@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 
 from . import faults as F
+from .agents import STREAM_DEFAULTS, parse_stream_spec
 from .core import DEFAULT_LIMITS, SETTING_LIMITS, Limits
 from .offline import OVERFLOW_POLICIES
 from .netra import DEFAULT_HANDSHAKE_DELAY_MS, DEFAULT_HEARTBEAT_S, JWT_SECRET_ENV
@@ -134,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="lack this test-control or query operation, like the public platform: "
                              "apex answers it 'error unsupported', netra 'ack' (repeatable; 'all' "
                              "for every one of: %(choices)s)")
+    parser.add_argument("--agent-stream", nargs="?", const="", default=None, metavar="KEY=VALUE,...",
+                        help="stream every user's agent runs by default (docs/protocol.md section 4.9): "
+                             "agent_progress events before each ai_response; optional settings, e.g. "
+                             "thinking_steps=3,tools=0,chunks=4 (keys: "
+                             + ", ".join(f"{k}={v:g}" for k, v in STREAM_DEFAULTS.items())
+                             + "); default: off, and a session may still turn it on or off with "
+                             "configure_session agent_stream")
     parser.add_argument("--dialect", choices=DIALECTS, default="apex",
                         help="wire protocol: apex (docs/protocol.md) or netra, the real platform's "
                              "(JWT auth, handshake, agent events; docs/protocol.md section 13) "
@@ -200,6 +208,7 @@ async def _serve(args: argparse.Namespace, faults: F.FaultSet, limits: Limits) -
         jwt_secret=args.jwt_secret,
         heartbeat_s=args.heartbeat_s,
         handshake_delay_ms=args.handshake_delay_ms,
+        agent_stream=args.agent_stream,
     )
     try:
         await server.start(args.host, args.port)
@@ -245,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _usage_error(str(exc))
     except F.FaultValueError as exc:
         return _usage_error(f"{exc} ({F.LIST_FAULTS_HINT})")
+    if args.agent_stream is not None:
+        try:
+            args.agent_stream = parse_stream_spec(args.agent_stream)
+        except ValueError as exc:
+            return _usage_error(f"--agent-stream: {exc}")
     limits = Limits(**{name: getattr(args, name) for name in _LIMIT_HELP})
     for setting, (limit_name, option) in SETTING_LIMITS.items():
         value, limit = getattr(args, setting), getattr(limits, limit_name)

@@ -34,6 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from . import faults as F
+from .agents import normalize_stream
 from .offline import OVERFLOW_POLICIES, PRIORITIES, OfflineQueue, Outcome
 
 HEADROOM_PRIORITIES = frozenset({"critical", "high"})
@@ -310,6 +311,9 @@ class Settings:
     offline_capacity: int = 100
     overflow_policy: str = "drop_oldest"
     offline_ttl_s: float = 300.0
+    #: agent runs that stream events (agents.py, docs/protocol.md §4.9): None = off, else the
+    #: normalized settings (every key filled)
+    agent_stream: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -327,6 +331,7 @@ SETTING_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "offline_capacity": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
     "overflow_policy": (lambda v: v in OVERFLOW_POLICIES, "one of " + ", ".join(OVERFLOW_POLICIES)),
     "offline_ttl_s": (lambda v: _is_number(v) and v > 0, "a number > 0"),
+    "agent_stream": (lambda v: v is None or isinstance(v, dict), "null or an object (docs/protocol.md §4.9)"),
 }
 
 
@@ -359,6 +364,11 @@ def validate_settings(frame: dict, limits: Limits = DEFAULT_LIMITS) -> dict[str,
             raise ProtocolError(
                 "bad_field", f"unknown field {clip(key)} (known: {', '.join(SETTING_RULES)})"
             )
+        if key == "agent_stream":
+            try:
+                value = normalize_stream(value)
+            except ValueError as exc:
+                raise ProtocolError("bad_field", str(exc)) from None
         check, expected = rule
         if not check(value):
             raise ProtocolError("bad_field", f"field '{key}' must be {expected}")

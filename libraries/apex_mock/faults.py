@@ -247,8 +247,10 @@ CROSS_TALK = _register(
     "privacy / no cross-talk",
     f"server-wide, every N-th ai_response dispatched (default {CROSS_TALK_DEFAULT_EVERY}, all users "
     f"together) is also sent, as an identical copy, to the most recently opened open connection of "
-    f"another user, when another user is connected; the owner still gets its own",
-    Param("N", CROSS_TALK_DEFAULT_EVERY, "ai_responses per copy", integer=True),
+    f"another user, when another user is connected; the owner still gets its own. With agent "
+    f"streams on, in addition, each agent_progress event of every N-th run (all users together) is "
+    f"also copied to the newest readable connection of another user",
+    Param("N", CROSS_TALK_DEFAULT_EVERY, "ai_responses (and runs) per copy", integer=True),
 )
 WRONG_SEQUENCE = _register(
     "wrong_sequence",
@@ -270,6 +272,67 @@ WRONG_QUEUED_COUNT = _register(
     "session_started.queued announces one more than the entries waiting, whenever any are "
     "waiting (0 stays 0); what is delivered is unchanged",
 )
+
+# Agent stream faults (agents.plan_run applies them): they act only on streamed runs
+# (docs/protocol.md §4.9). "Run #n" is the n-th run started on the server, all users together,
+# from 1; each fault breaks one property of the runs it names and leaves the others intact.
+STREAM_FAULT_DEFAULT_EVERY = 5
+STALL_STREAM_S = 2.5  # the extra wait before a stalled run's second event
+SLOW_FIRST_EVENT_DEFAULT_MS = 1200
+
+
+def _every_run(what: str) -> str:
+    return f"streamed agent runs #N, #2N, ... (default N = {STREAM_FAULT_DEFAULT_EVERY}, all users together) {what}"
+
+
+STALL_STREAM = _register(
+    "stall_stream",
+    "streams do not stall",
+    _every_run(f"wait {STALL_STREAM_S:g} s longer before their second event (the one after agent_started), "
+               "then go on normally"),
+    Param("N", STREAM_FAULT_DEFAULT_EVERY, "runs", integer=True),
+)
+TRUNCATE_STREAM = _register(
+    "truncate_stream",
+    "every run ends with a final outcome",
+    _every_run("stop after their first agent_thinking (after agent_started without thinking steps): no "
+               "further event and no final ever (the message still counts as processed)"),
+    Param("N", STREAM_FAULT_DEFAULT_EVERY, "runs", integer=True),
+)
+DUPLICATE_FINAL = _register(
+    "duplicate_final",
+    "exactly one final outcome per run",
+    _every_run("send their final ai_response twice, back to back"),
+    Param("N", STREAM_FAULT_DEFAULT_EVERY, "runs", integer=True),
+)
+EVENT_AFTER_FINAL = _register(
+    "event_after_final",
+    "nothing after the final outcome",
+    _every_run("send one more agent_thinking one gap after their final ai_response"),
+    Param("N", STREAM_FAULT_DEFAULT_EVERY, "runs", integer=True),
+)
+MISSING_STARTED = _register(
+    "missing_started",
+    "agent_started comes first",
+    _every_run("never send agent_started (their first event is the next one, still first_event_ms after the start)"),
+    Param("N", STREAM_FAULT_DEFAULT_EVERY, "runs", integer=True),
+)
+UNPAIRED_TOOL = _register(
+    "unpaired_tool",
+    "every tool_completed follows its tool_executing",
+    _every_run("do not send their first tool_executing (its tool_completed still comes; nothing with tools=0)"),
+    Param("N", STREAM_FAULT_DEFAULT_EVERY, "runs", integer=True),
+)
+SLOW_FIRST_EVENT = _register(
+    "slow_first_event",
+    "time to first event",
+    f"every streamed run's first event comes MS later (default {SLOW_FIRST_EVENT_DEFAULT_MS} ms); the "
+    "rest of the run keeps its gaps",
+    Param("MS", SLOW_FIRST_EVENT_DEFAULT_MS, "milliseconds"),
+)
+#: The stream faults: the server hands their parameters to agents.AgentRuns, which plans each run.
+STREAM_FAULTS = (STALL_STREAM, TRUNCATE_STREAM, DUPLICATE_FINAL, EVENT_AFTER_FINAL, MISSING_STARTED, UNPAIRED_TOOL,
+                 SLOW_FIRST_EVENT)
 
 # Parameters of the faults (module constants so tests and docs can refer to them).
 REORDER_PERIOD = 5

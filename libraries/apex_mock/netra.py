@@ -25,8 +25,10 @@ fault mode, ``--without``, the limits and the offline queue work unchanged in th
   ``_dispatch_frame``.
 * **Outbound** (:meth:`NetraCodec.outgoing` at ``Conn.send`` time, :meth:`NetraDialect.run_sender`
   at write time): a live ``ai_response`` becomes the platform's five golden-path events, an
-  offline one ``agent_completed`` only, ``error`` becomes ``error_message``, every other apex
-  frame ``apex.<type>``. Replies that the server may re-route (live ``ai_response`` and
+  offline one ``agent_completed`` only; with agent streams on (docs/protocol.md §4.9) each
+  ``agent_progress`` becomes the platform's flat event (``answer_chunk``: ``agent_response_chunk``)
+  and the streamed final ``agent_completed`` only; ``error`` becomes ``error_message``, every
+  other apex frame ``apex.<type>``. Replies that the server may re-route (live ``ai_response`` and
   ``throughput_response``) stay apex bytes in the outbox, so re-routing and the offline queue see
   apex frames, and are translated when written; everything else is translated when sent (it
   needs the inbound frame's run and thread).
@@ -643,6 +645,8 @@ class NetraCodec:
             return [orjson.dumps(out)]
         if t == "ai_response":
             return self._agent_events(frame)
+        if t == "agent_progress":
+            return [orjson.dumps(self._stream_event(frame))]
         if t == "error":
             details = {k: v for k, v in frame.items() if k not in ("type", "code", "message", "request_id")}
             ctx = self.ctx
@@ -683,9 +687,45 @@ class NetraCodec:
         out["recovery_suggestions"] = []
         return out
 
+    def _stream_event(self, frame: dict) -> dict:
+        """One event of a streamed run (apex ``agent_progress``, docs/protocol.md §4.9) as the
+        platform's flat event, shaped as :meth:`_agent_events` shapes the golden path's.
+
+        The run, thread, agent and user are the ones the server put on the frame (the client's
+        run_id and thread_id, and the run's owner, so a cross_talk copy on another user's
+        connection names the run and the user it belongs to). No message_id, as on the platform:
+        a client correlates progress by run_id. ``answer_chunk`` becomes ``agent_response_chunk``
+        (the name the platform's test handler uses; the public platform streams no tokens)."""
+        event = frame.get("event")
+        ts = iso_now()
+        out: dict[str, Any] = {"type": "agent_response_chunk" if event == "answer_chunk" else event,
+                               "run_id": frame.get("run_id"), "thread_id": frame.get("thread_id") or self.thread_id,
+                               "user_id": self.dialect.sub_of(frame["user_id"]) if "user_id" in frame else self.sub,
+                               "agent_name": frame.get("agent") or DEFAULT_AGENT, "timestamp": ts}
+        if event == "agent_started":
+            out["data"] = {"status": "started", "message": "Processing your request"}
+        elif event == "agent_thinking":
+            out["data"] = {"reasoning": frame.get("text", ""), "step_number": frame.get("step"),
+                           "progress_percentage": None}
+        elif event == "tool_executing":
+            out["tool_name"] = frame.get("tool_name")
+            out["data"] = {"parameters": {}}
+        elif event == "tool_completed":
+            out["tool_name"] = frame.get("tool_name")
+            out["status"] = frame.get("status", "success")
+            out["results"] = {}
+            out["data"] = {"result": {}, "execution_time_ms": 0}
+        elif event == "answer_chunk":
+            out["data"] = {"chunk": frame.get("text", ""), "chunk_index": frame.get("index")}
+        return out
+
     def _agent_events(self, frame: dict) -> list[bytes]:
         message_id = frame.get("message_id")
+        streamed = "events" in frame  # its progress events went out already: agent_completed only
         run = self.dialect.run_of(self.conn.user.core.user_id, message_id)
+        if streamed:  # the run its events named (the client's, or the server's r-<n> if forgotten)
+            run = (frame.get("run_id"), frame.get("thread_id") or self.thread_id,
+                   run[2] if run is not None else time.monotonic())
         if run is not None:
             run_id, thread_id, admitted = run
             elapsed_ms = max(0, int((time.monotonic() - admitted) * 1000))
@@ -713,6 +753,8 @@ class NetraCodec:
             data["delivery_id"] = frame["delivery_id"]
             data["queued_at"] = frame.get("queued_at")
             data["redelivered"] = frame.get("redelivered")
+            return [orjson.dumps(completed)]
+        if streamed:
             return [orjson.dumps(completed)]
         asked = content[len(RESPONSE_PREFIX):] if isinstance(content, str) and content.startswith(RESPONSE_PREFIX) else content
         query = asked[:60] if isinstance(asked, str) else asked

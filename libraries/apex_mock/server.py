@@ -16,6 +16,11 @@ Structure:
   ``throughput_processing_ms`` per throughput_test, on a schedule; a job that is
   already due is processed without an ``await`` (the lean throughput path), with a
   yield to the loop every WORKER_YIELD_EVERY such jobs;
+* ``_start_run`` / ``_run_agent`` -- agent runs that stream events (agents.py, docs/protocol.md
+  §4.9): with ``agent_stream`` on, a processed user_message starts a run (the worker first
+  waits for one of the user's ``max_concurrent_runs`` slots) that sends ``agent_progress``
+  events on its plan's schedule (``_deliver_event``: never re-routed, never queued offline),
+  then its final ``ai_response`` through ``_emit_response`` like any reply;
 * ``_deliver``        -- where a finished reply goes (origin connection, another
   open connection of the user, or the user's offline queue);
 * ``_push`` / ``_arm_expiry`` -- admin push into a user's offline queue, and the
@@ -40,6 +45,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from . import faults as F
+from .agents import AGENT_NAME, AgentRuns, RunPlan, normalize_stream
 from .core import (
     DEFAULT_LIMITS,
     TOKEN_RE,
@@ -249,6 +255,7 @@ class MockServer:
         jwt_secret: str | None = None,
         heartbeat_s: float = DEFAULT_HEARTBEAT_S,
         handshake_delay_ms: float = DEFAULT_HANDSHAKE_DELAY_MS,
+        agent_stream: dict | None = None,
     ):
         if dialect not in DIALECTS:
             raise ValueError(f"unknown dialect {dialect!r} (known: {', '.join(DIALECTS)})")
@@ -279,6 +286,7 @@ class MockServer:
             offline_capacity=offline_capacity,
             overflow_policy=overflow_policy,
             offline_ttl_s=offline_ttl_s,
+            agent_stream=normalize_stream(agent_stream),
         )
         problems = settings_problems(self.defaults, limits)
         if problems:
@@ -306,6 +314,9 @@ class MockServer:
         #: degrade: produced responses before every later one is delayed (0 = off), and how many so far
         self._degrade_after = int(faults.param(F.DEGRADE)) if F.DEGRADE in faults else 0
         self._produced = 0
+        #: Agent runs that stream events (agents.py), with the stream faults (and cross_talk's
+        #: every N-th run) that their plans apply.
+        self.runs = AgentRuns({name: faults.param(name) for name in (*F.STREAM_FAULTS, F.CROSS_TALK) if name in faults})
         self._server: Server | None = None
         self._started = time.monotonic()
         self.host = "127.0.0.1"
@@ -353,10 +364,12 @@ class MockServer:
             for task in (user.worker, user.delayed_task):
                 if task is not None:
                     task.cancel()
+        # Cancelled now, with the workers, so that no run starts or emits while the server closes.
+        runs = self.runs.cancel()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-        pending = [t for u in self.users.values() for t in (u.worker, u.delayed_task) if t]
+        pending = [t for u in self.users.values() for t in (u.worker, u.delayed_task) if t] + runs
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
         _event("server_stopped")
@@ -579,6 +592,8 @@ class MockServer:
             return
         if t in UserCore.HANDLED_TYPES:
             replies, job = user.core.handle(frame, conn)
+            if t == "configure_session" and user.worker is not None:
+                self.runs.wake(user.core.user_id)  # a worker waiting for a run slot checks the new settings
             for r in replies:
                 if r["type"] == "error":
                     _event("protocol_error", conn=conn.conn_id, code=r["code"], detail=r["message"])
@@ -666,6 +681,7 @@ class MockServer:
                     processed_total=sum(u.core.processed_total for u in self.users.values()),
                     limits=self.limit_counters.as_dict(),
                     limit_settings=self.limits.as_dict(),
+                    agent_runs=self.runs.stats(),
                 )
             )
         )
@@ -804,9 +820,19 @@ class MockServer:
         back_to_back = 0  # due jobs processed since the last await
         try:
             while True:
+                stream = core.settings.agent_stream
+                if (stream is not None and core.queue and core.queue[0].kind == "user_message"
+                        and not self.runs.has_slot(core.user_id, stream["max_concurrent_runs"])):
+                    # Streaming: the message would start a run, and the user has max_concurrent_runs
+                    # active. Wait for a free slot BEFORE taking the job, so it and every later
+                    # message wait in the inbound queue (queue_capacity and queue_full apply).
+                    await self.runs.slot_freed(core.user_id)
+                    continue
                 job = core.next_job()
                 if job is None:
                     return  # no await before finally: no admission can slip in between
+                if job.kind != "user_message":
+                    stream = None
                 # Pace on a schedule so per-message overshoot does not accumulate (and
                 # fractional milliseconds work on average).
                 now = loop.time()
@@ -836,14 +862,125 @@ class MockServer:
                 self.messages_total += 1
                 if self._leak_bytes:
                     self._leaked.append(b"\x01" * self._leak_bytes)  # touched, so resident
-                self._emit_response(user, frame, job.origin)
+                if stream is not None and frame.get("type") == "ai_response":
+                    try:
+                        self._start_run(user, frame, job.origin, stream)
+                    except Exception as exc:  # noqa: BLE001 - a bug must not stop the worker: answer unstreamed
+                        _event("agent_run_error", logging.ERROR, True, user=core.user_id, error=repr(exc))
+                        self._emit_response(user, frame, job.origin)
+                else:
+                    self._emit_response(user, frame, job.origin)
         finally:
             user.worker = None
 
-    def _emit_response(self, user: UserRuntime, frame: dict, origin: Conn | None) -> None:
+    def _start_run(self, user: UserRuntime, frame: dict, origin: Conn | None, stream: dict) -> None:
+        """The message was processed and the user has a free run slot: run #n starts now."""
+        user_id = user.core.user_id
+        message_id = frame.get("message_id")
+        agents = frame.get("contributing_agents") or ()
+        first = agents[0] if agents else None
+        agent = first["agent"] if isinstance(first, dict) and first.get("agent") else AGENT_NAME
+        n = self.runs.started + 1  # the number begin() gives it, known before (the plan needs it)
+        plan = self.runs.plan(stream, message_id, str(frame.get("content", "")), n, agent)
+        self.runs.begin(user_id)  # from here on the run holds a slot until it ends
+        # The fields every frame of the run carries besides the event's own.
+        head: dict[str, Any] = {"message_id": message_id, "run_id": f"r-{n}"}
+        if self._netra is not None:
+            # netra: the run is the one the client named (its run_id and thread_id), and every
+            # flat event names the agent and the run's user (a cross_talk copy too); the codec
+            # reads these (they never reach the apex wire).
+            known = self._netra.run_of(user_id, message_id)
+            if known is not None:
+                head["run_id"], head["thread_id"] = known[0], known[1]
+            head["agent"] = agent
+            head["user_id"] = user_id
+        self.runs.spawn(self._run_agent(user, frame, origin, plan, n, head, asyncio.get_running_loop().time()))
+
+    async def _run_agent(self, user: UserRuntime, frame: dict, origin: Conn | None, plan: RunPlan, n: int,
+                         head: dict[str, Any], start: float) -> None:
+        """Run #n: its agent_progress events on the plan's schedule from ``start`` (loop time), then
+        the final ai_response through the usual reply path (docs/protocol.md §4.9). The plan
+        already holds what the faults change. The run keeps its slot until its last frame."""
+        user_id = user.core.user_id
+        completed = False
+        loop = asyncio.get_running_loop()
+        echo = {"request_id": frame["request_id"]} if "request_id" in frame else {}
+        try:
+            due = start
+            seq = 0
+            for event, wait in zip(plan.events, plan.waits_s, strict=False):
+                due += wait
+                while (delay := due - loop.time()) > 0:  # never early; lateness does not accumulate
+                    await asyncio.sleep(delay)
+                seq += 1
+                data = self._progress_frame(event, head, seq, echo)
+                self._deliver_event(user, data, origin)
+                if plan.cross_talk:
+                    self._copy_to_stranger(user, data, n)
+            if not plan.final:
+                _event("fault_truncate_stream", logging.WARNING, user=user_id, run=n, events=seq)
+                return
+            due += plan.waits_s[len(plan.events)]
+            while (delay := due - loop.time()) > 0:
+                await asyncio.sleep(delay)
+            final = {**frame, "content": plan.answer, "run_id": head["run_id"]}
+            if "thread_id" in head:
+                final["thread_id"] = head["thread_id"]
+            final["events"] = seq  # the agent_progress frames of the run before it
+            self._emit_response(user, final, origin, twice=plan.duplicate_final)
+            completed = True
+            if plan.after_final is not None:
+                await asyncio.sleep(plan.after_final_s)
+                seq += 1
+                self._deliver_event(user, self._progress_frame(plan.after_final, head, seq, echo), origin)
+                _event("fault_event_after_final", logging.WARNING, user=user_id, run=n)
+        except Exception as exc:  # noqa: BLE001 - one broken run must not stop the others
+            _event("agent_run_error", logging.ERROR, True, user=user_id, run=n, error=repr(exc))
+        finally:
+            self.runs.end(user_id, completed)
+
+    @staticmethod
+    def _progress_frame(event: dict, head: dict[str, Any], seq: int, echo: dict) -> bytes:
+        """``{"type":"agent_progress","event":...,"message_id":...,"run_id":...,"seq":...,<fields>}``."""
+        out: dict[str, Any] = {"type": "agent_progress", "event": event["event"], "message_id": head["message_id"],
+                               "run_id": head["run_id"], "seq": seq}
+        for key, value in event.items():
+            if key != "event":
+                out[key] = value
+        for key in ("thread_id", "agent", "user_id"):  # netra only
+            if key in head and key not in out:
+                out[key] = head[key]
+        out.update(echo)
+        return orjson.dumps(out)
+
+    def _deliver_event(self, user: UserRuntime, data: bytes, origin: Conn | None) -> None:
+        """A run's progress event: to the origin connection if the client can still read it, else
+        the user's newest readable connection, else nowhere. Not re-routable and never queued
+        offline: a progress event is only worth something while the client waits for the run."""
+        if origin is not None and origin.readable:
+            origin.send(data)
+        elif (online := user.online()) is not None:
+            online.send(data)
+
+    def _copy_to_stranger(self, user: UserRuntime, data: bytes, n: int) -> None:
+        """``cross_talk`` on run #n: a copy of the event to another user's newest readable connection
+        (when another user is connected); the owner got its own."""
+        stranger = max((c for u in self.users.values() if u is not user for c in u.connections if c.readable),
+                       key=lambda c: c.conn_id, default=None)
+        if stranger is not None:
+            stranger.send(data)
+            _event("fault_cross_talk", logging.WARNING, user=user.core.user_id, run=n,
+                   to_user=stranger.user.core.user_id, conn=stranger.conn_id)
+
+    def _emit_response(self, user: UserRuntime, frame: dict, origin: Conn | None, twice: bool = False) -> None:
+        """A produced response through the response-stream faults to :meth:`_dispatch`. ``twice``
+        (``duplicate_final``): wherever the response goes, an identical copy follows it at once."""
         responses = user.core.responses
         before = responses.held_token
-        items = responses.on_produced((orjson.dumps(frame), origin))
+        data = orjson.dumps(frame)
+        items = responses.on_produced((data, origin))
+        if twice:
+            items = [copy for item in items for copy in ((item, item) if item[0] is data else (item,))]
         token = responses.held_token
         if token is not None and token != before:
             if user.reorder_timer is not None:

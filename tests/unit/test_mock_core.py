@@ -341,6 +341,7 @@ def test_configure_session_echoes_all_effective_values():
         "offline_capacity": 100,
         "overflow_policy": "drop_oldest",
         "offline_ttl_s": 300.0,
+        "agent_stream": None,
         "request_id": 1,
     }
     r = core.handle({"type": "configure_session", "overflow_policy": "reject", "offline_ttl_s": 0.5})[0][0]
@@ -557,6 +558,13 @@ def test_fault_registry_descriptions():
         "wrong_sequence",
         "false_redelivered",
         "wrong_queued_count",
+        "stall_stream",
+        "truncate_stream",
+        "duplicate_final",
+        "event_after_final",
+        "missing_started",
+        "unpaired_tool",
+        "slow_first_event",
     }
     for fault in F.FAULTS.values():
         assert fault.description and "\n" not in fault.description
