@@ -219,10 +219,26 @@ class Throughput:
     ALL = (RATES, FLOOD, TEN, DROPS, OVERLOAD, LATENCY, CONNECTIONS, MEMORY, RECOVERY, BENCHMARK)
 
 
+# --------------------------------------------------------------------------- suite 4
+
+
+class Streams:
+    """Suite 4's test names."""
+
+    ANSWERED = "Every Message Starts A Run Quickly And Ends With Exactly One Answer"
+    ORDER = "Events Follow The Legal Order"
+    STALLS = "No Stream Stalls"
+    PRIVACY = "Concurrent Users Never See Each Other's Events"
+    STEADY = "Figures Stay Within Thresholds Under A Steady Arrival Rate"
+    BURST = "Figures Stay Within Thresholds Under A Burst"
+    ALL = (ANSWERED, ORDER, STALLS, PRIVACY, STEADY, BURST)
+
+
 SUITES: tuple[Suite, ...] = (
     Suite("1", "01__rapid_message_succession.robot", "Rapid message succession", Rapid.ALL),
     Suite("2", "02__message_queuing_during_disconnection.robot", "Message queuing during disconnection", Queuing.ALL),
     Suite("3", "03__high_volume_throughput.robot", "High-volume throughput", Throughput.ALL, exclusive=True, timeout_s=400),
+    Suite("4", "04__agent_event_streams.robot", "Agent event streams", Streams.ALL, timeout_s=240),
 )
 
 
@@ -252,7 +268,7 @@ BASELINES: tuple[FaultMode, ...] = (
     FaultMode("proxy", PROXY, "nothing: every connection through the fault proxy without a fault; every scenario must pass"),
 )
 
-R, Q, T = Rapid, Queuing, Throughput
+R, Q, T, S = Rapid, Queuing, Throughput, Streams
 
 #: The built-in mock's faults, in README's order. Fragments are matched against the whole
 #: failure message; every test not listed must not fail.
@@ -535,6 +551,16 @@ MOCK_FAULTS: tuple[FaultMode, ...] = (
             T.DROPS: "Cross-talk (a privacy failure)",
             T.RECOVERY: "Cross-talk (a privacy failure)",
         }),
+        # every 3rd run's events are copied too: the scenario guarding privacy names the event,
+        # the other scenarios with several users are failed by the trust check of the copied answers
+        whole("4", {
+            S.ANSWERED: "Cross-talk (a privacy failure)",
+            S.ORDER: "Cross-talk (a privacy failure)",
+            S.STALLS: "Cross-talk (a privacy failure)",
+            S.PRIVACY: "cross talk … (an event of another user's run delivered to this user): connection c",
+            S.STEADY: "cross talk … (an event of another user's run delivered to this user)",
+            S.BURST: "cross talk … (an event of another user's run delivered to this user)",
+        }),
     ),
     # Every ai_response copied: suite 2's one reply, finished while its user is away, reaches
     # the admin connection that reads the user's queue state meanwhile.
@@ -605,6 +631,72 @@ MOCK_FAULTS: tuple[FaultMode, ...] = (
             Q.BOUNDED: "Wrong count: session_started on connection 'alice' announced 6 queued message(s), but 5 were delivered",
             Q.PARTITION: "Wrong count: session_started on connection 'alice' announced 4 queued message(s), but 3 were delivered",
             Q.SCALING: "Wrong count: session_started on connection 'scale-1' announced 2 queued message(s), but 1 were delivered",
+        }),
+    ),
+    # Agent stream faults (suite 4): every 5th run started on the server. Each scenario sends a
+    # run of consecutive runs, so the count is fixed: 20 runs -> 4, the steady 60 -> 12, the
+    # burst 40 -> 8. Only the guarding scenarios run.
+    mock(
+        "truncate_stream",
+        "runs #5, #10 … stop after their first thinking step: no final outcome",
+        targeted("4", {
+            S.ANSWERED: "truncated 4 (no final outcome before the connection closed or the wait ended): run '… on connection c",
+            S.STEADY: "truncated 12 (no final outcome",
+            S.BURST: "truncated 8 (no final outcome",
+        }),
+    ),
+    mock(
+        "duplicate_final",
+        "runs #5, #10 … send their final answer twice",
+        targeted("4", {
+            S.ANSWERED: "duplicated final 4 (a second final outcome): run '… on connection c",
+            S.STEADY: "duplicated final 12 (a second final outcome)",
+            S.BURST: "duplicated final 8 (a second final outcome)",
+        }),
+    ),
+    mock(
+        "event_after_final",
+        "runs #5, #10 … send one more thinking step after their final answer",
+        targeted("4", {
+            S.ORDER: "out of order 4 (an event outside the legal order … came after its final outcome",
+            S.STEADY: "out of order 12 (an event outside the legal order … came after its final outcome",
+            S.BURST: "out of order 8 (an event outside the legal order … came after its final outcome",
+        }),
+    ),
+    mock(
+        "missing_started",
+        "runs #5, #10 … never send agent_started",
+        targeted("4", {
+            S.ORDER: "out of order 4 (an event outside the legal order … came before any agent_started",
+            S.STEADY: "out of order 12 (an event outside the legal order … came before any agent_started",
+            S.BURST: "out of order 8 (an event outside the legal order … came before any agent_started",
+        }),
+    ),
+    mock(
+        "unpaired_tool",
+        "runs #5, #10 … lose their first tool_executing (its tool_completed still comes)",
+        targeted("4", {
+            S.ORDER: "tool_completed 'apex_lookup_1' at … has no tool_executing before it",
+            S.STEADY: "out of order 12 (an event outside the legal order … has no tool_executing before it",
+            S.BURST: "out of order 8 (an event outside the legal order … has no tool_executing before it",
+        }),
+    ),
+    mock(
+        "stall_stream",
+        "runs #5, #10 … wait 2.5 s before their second event",
+        targeted("4", {
+            S.STALLS: "stalled 4 (a gap between two consecutive events over the stall threshold): run '… on connection c",
+            S.STEADY: "stalled 12 (a gap between two consecutive events over the stall threshold)",
+            S.BURST: "stalled 8 (a gap between two consecutive events over the stall threshold)",
+        }),
+    ),
+    mock(
+        "slow_first_event",
+        "every run's first event comes 1.2 s late",
+        targeted("4", {
+            S.ANSWERED: "time to first event p95 of load 'answered-once' was … s, expected <= 1 s",
+            S.STEADY: "time to first event p95 of load 'steady' was … s, expected <= 1 s",
+            S.BURST: "time to first event p95 of load 'burst' was … s, expected <= 1 s",
         }),
     ),
 )

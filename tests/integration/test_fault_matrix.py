@@ -134,20 +134,24 @@ def test_the_proxys_frame_faults_are_caught_through_the_staging_variable_file(tm
 #: The trust faults that suites 1 and 2 catch (cross_talk, every 3rd reply, needs suite 3's
 #: loads), and a proxy fault whose rule selects ai_response (agent_completed on netra's wire).
 NETRA_ROWS = ("wrong_sequence", "false_redelivered", "wrong_queued_count", "cross_talk=1", "proxy:duplicate_responses")
+#: The agent stream faults, which suite 4 catches: in netra the runs are the platform's own events.
+STREAM_ROWS = ("truncate_stream", "duplicate_final", "event_after_final", "missing_started", "unpaired_tool",
+               "stall_stream", "slow_first_event", "cross_talk")
 
 
 def test_the_trust_faults_are_caught_in_the_netra_dialect(tmp_path):
     """In the real platform's protocol too, a reply for another user's message, a wrong echo, a
     first delivery flagged redelivered and a wrong queued count each fail the scenarios guarding
-    them, naming the defect, and the fault proxy selects frames by their canonical type; the
+    them, naming the defect; every agent stream fault fails suite 4's scenarios guarding it, with
+    its witness; the fault proxy selects frames by their canonical type; the
     baselines stay green. (The whole matrix in this dialect is ``apex-faults --dialect netra``;
     here the rows CI can afford.)"""
     output = tmp_path / "matrix"
-    faults = [argument for name in NETRA_ROWS for argument in ("--fault", name)]
-    data = run_matrix(output, "--dialect", "netra", "--suite", "1", "--suite", "2", *faults)
+    faults = [argument for name in (*NETRA_ROWS, *STREAM_ROWS) for argument in ("--fault", name)]
+    data = run_matrix(output, "--dialect", "netra", "--suite", "1", "--suite", "2", "--suite", "4", *faults)
     assert data["dialect"] == "netra"
     verdicts = {row["name"]: row["verdict"] for row in data["rows"]}
-    expected = {"none": "green", "proxy": "green", **dict.fromkeys(NETRA_ROWS, "caught")}
+    expected = {"none": "green", "proxy": "green", **dict.fromkeys((*NETRA_ROWS, *STREAM_ROWS), "caught")}
     assert _allowing_inconclusive(verdicts, expected) == expected, _problems(data)
 
 

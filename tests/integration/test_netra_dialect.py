@@ -1,13 +1,14 @@
 """The suites in the netra dialect (the real platform's protocol) against ``apex-mock --dialect netra``
 started by hand, through the staging variable file as a team would point them at staging.
 
-- Suites 1 to 3 pass with the token in each placement the platform accepts (suite 3, the
-  slowest, with the platform's preferred placement only); the log names the dialect and the
+- Suites 1 to 4 pass with the token in each placement the platform accepts (suites 3 and 4
+  with the platform's preferred placement only); the log names the dialect and the
   placement, and no JWT, secret or token reaches any file written.
 - A server with only what the public platform has (no test-control or query operation, no
   de-duplication): the idempotency scenario fails naming the duplicate processing, every
   scenario that needs a missing operation is skipped naming it and the dialect, and nothing
-  that needs a missing operation passes.
+  that needs a missing operation passes; agent runs, streamed as the server streams them, are
+  still followed and judged (suite 4 passes).
 
 The trust faults in this dialect (cross-talk, wrong echo, false flag, wrong count) are rows of
 the fault matrix, run with ``apex-faults --dialect netra`` (tests/integration/test_fault_matrix.py).
@@ -52,7 +53,7 @@ def _all_tests(number: str) -> set[str]:
 
 @pytest.mark.parametrize(
     ("auth_in", "suites"),
-    [("subprotocol", ("1", "2", "3")), ("header", ("1", "2")), ("query", ("1", "2"))],
+    [("subprotocol", ("1", "2", "3", "4")), ("header", ("1", "2")), ("query", ("1", "2"))],
 )
 def test_the_suites_pass_in_the_netra_dialect_through_staging(results_dir, tmp_path, auth_in, suites):
     output = results_dir / f"staging-{auth_in}"
@@ -75,7 +76,9 @@ def test_the_suites_pass_in_the_netra_dialect_through_staging(results_dir, tmp_p
 
 def test_a_server_like_the_public_platform_fails_idempotency_and_skips_what_it_lacks(results_dir, tmp_path):
     output = results_dir / "public-platform"
-    extra = ("--dialect", "netra", "--jwt-secret", JWT_SECRET, "--without", "all", "--fault", "no_dedup")
+    # It streams its agent runs as the platform does (configure_session cannot ask it to).
+    extra = ("--dialect", "netra", "--jwt-secret", JWT_SECRET, "--without", "all", "--fault", "no_dedup",
+             "--agent-stream", "thinking_steps=2,tools=1,gap_ms=20")
     # Suite 3's other scenarios need only throughput messages, which this server still answers.
     lacking = {"3": [Throughput.DROPS, Throughput.OVERLOAD, Throughput.LATENCY, Throughput.MEMORY, Throughput.RECOVERY]}
     with hand_started_mock(tmp_path / "mock.log", *extra) as url:
@@ -88,9 +91,17 @@ def test_a_server_like_the_public_platform_fails_idempotency_and_skips_what_it_l
                 tests=lacking.get(number),
                 timeout=300,
             )
-            for number in ("1", "2", "3")
+            for number in ("1", "2", "3", "4")
         }
     rapid, queuing, throughput = runs["1"].outcomes, runs["2"].outcomes, runs["3"].outcomes
+
+    # Agent runs need no test-control operation: followed as the server streams them, every
+    # scenario of suite 4 is judged, and the log says the sessions were not configured.
+    inconclusive = assert_passed_or_inconclusive(runs["4"], _all_tests("4"))
+    if inconclusive:
+        warnings.warn(f"inconclusive on this machine: {sorted(inconclusive)}", stacklevel=1)
+    log = (output / "4" / "output.xml").read_text(encoding="utf-8")
+    assert "the target has no configure_session" in log and "the runs stream as the target streams them" in log
 
     duplicates = rapid[Rapid.DUPLICATES]
     assert duplicates.status == "FAIL", duplicates

@@ -27,12 +27,12 @@ DEV_SECRET = "apex-acceptance-development-secret"
 STEP_TIMEOUT_S = 5.0
 
 
-def _start_netra_mock(log_file: Path) -> tuple[subprocess.Popen, str]:
+def _start_netra_mock(log_file: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     env = {k: v for k, v in os.environ.items() if k != "APEX_JWT_SECRET"}  # the development default
     env["PYTHONPATH"] = str(ROOT / "libraries")
     process = popen(
         [sys.executable, "-m", "apex_mock", "--host", "127.0.0.1", "--port", "0", "--dialect", "netra",
-         "--log-file", str(log_file)],
+         "--log-file", str(log_file), *extra],
         stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env,
     )
     return process, process.stdout.readline()
@@ -86,3 +86,26 @@ def test_published_client_round_trip(tmp_path):
     log_text = (tmp_path / "mock.log").read_text()
     assert DEV_SECRET not in log_text and "eyJ" not in log_text  # neither the secret nor a JWT
     assert "lost_before_handshake" not in log_text
+
+
+def test_published_client_completes_with_agent_streaming_on(tmp_path):
+    """The server streams each run (thinking steps, tools, chunks, paced) and offers no test control:
+    a client of the published protocol still reads events until agent_completed, and gets its answer."""
+    spec = "thinking_steps=3,tools=2,chunks=3,gap_ms=20"
+    process, line = _start_netra_mock(tmp_path / "mock.log", "--agent-stream", spec, "--without", "all")
+    try:
+        assert line.startswith("apex-mock listening on ws://127.0.0.1:"), line
+        completed, seen = asyncio.run(asyncio.wait_for(_published_client_round_trip(line.split()[-1]), 30))
+    finally:
+        gone = kill_group(process)
+        if process.stdout is not None:
+            process.stdout.close()
+    assert gone, f"apex-mock (pid {process.pid}) outlived SIGTERM and SIGKILL"
+    assert completed["result"] == "Response to: hello from the published client"
+    run = [f for f in seen if f.get("run_id") == completed["run_id"]]
+    types = [f["type"] for f in run]
+    assert types[0] == "agent_started" and types[-1] == "agent_completed" and types.count("agent_completed") == 1
+    assert types.count("agent_thinking") == 3 and types.count("tool_executing") == types.count("tool_completed") == 2
+    assert types.count("agent_response_chunk") == 3
+    chunks = "".join(f["data"]["chunk"] for f in run if f["type"] == "agent_response_chunk")
+    assert chunks == completed["result"]

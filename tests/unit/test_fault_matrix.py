@@ -133,8 +133,8 @@ def test_a_suite_is_found_by_number_file_or_path(selector):
 
 
 def test_unknown_suite_or_fault_names_the_valid_choices():
-    with pytest.raises(ValueError, match=r"unknown suite '4'; choose one of: 1 \(01__rapid.*3 \(03__high"):
-        C.suite("4")
+    with pytest.raises(ValueError, match=r"unknown suite '5'; choose one of: 1 \(01__rapid.*4 \(04__agent"):
+        C.suite("5")
     with pytest.raises(ValueError, match=r"unknown fault 'reorderr'; choose one of: none, proxy, reorder, "):
         C.fault("reorderr")
 
