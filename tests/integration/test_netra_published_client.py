@@ -66,17 +66,22 @@ async def _published_client_round_trip(url: str) -> tuple[dict, list[dict]]:
     return completed, seen
 
 
-def test_published_client_round_trip(tmp_path):
-    process, line = _start_netra_mock(tmp_path / "mock.log")
+def _round_trip_against_a_mock(tmp_path: Path, *extra: str) -> tuple[dict, list[dict]]:
+    """Start a netra mock (``extra`` options), make the published client's round trip, stop the mock by pid."""
+    process, line = _start_netra_mock(tmp_path / "mock.log", *extra)
     try:
         assert line.startswith("apex-mock listening on ws://127.0.0.1:"), line
-        url = line.split()[-1]
-        completed, seen = asyncio.run(asyncio.wait_for(_published_client_round_trip(url), 30))
+        result = asyncio.run(asyncio.wait_for(_published_client_round_trip(line.split()[-1]), 30))
     finally:
         gone = kill_group(process)
         if process.stdout is not None:
             process.stdout.close()
     assert gone, f"apex-mock (pid {process.pid}) outlived SIGTERM and SIGKILL"
+    return result
+
+
+def test_published_client_round_trip(tmp_path):
+    completed, seen = _round_trip_against_a_mock(tmp_path)
     assert completed["result"] == "Response to: hello from the published client"
     assert completed["user_id"] == "published-client" and completed["run_id"].startswith("cli_")
     types = [f["type"] for f in seen]
@@ -92,15 +97,7 @@ def test_published_client_completes_with_agent_streaming_on(tmp_path):
     """The server streams each run (thinking steps, tools, chunks, paced) and offers no test control:
     a client of the published protocol still reads events until agent_completed, and gets its answer."""
     spec = "thinking_steps=3,tools=2,chunks=3,gap_ms=20"
-    process, line = _start_netra_mock(tmp_path / "mock.log", "--agent-stream", spec, "--without", "all")
-    try:
-        assert line.startswith("apex-mock listening on ws://127.0.0.1:"), line
-        completed, seen = asyncio.run(asyncio.wait_for(_published_client_round_trip(line.split()[-1]), 30))
-    finally:
-        gone = kill_group(process)
-        if process.stdout is not None:
-            process.stdout.close()
-    assert gone, f"apex-mock (pid {process.pid}) outlived SIGTERM and SIGKILL"
+    completed, seen = _round_trip_against_a_mock(tmp_path, "--agent-stream", spec, "--without", "all")
     assert completed["result"] == "Response to: hello from the published client"
     run = [f for f in seen if f.get("run_id") == completed["run_id"]]
     types = [f["type"] for f in run]
