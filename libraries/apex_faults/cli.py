@@ -11,6 +11,11 @@ Exit codes (also in ``--help``):
   (the load generator fell behind its schedule), also when run a second time;
 - 130 / 143: interrupted by SIGINT / SIGTERM; every robot process group was killed, no report.
 
+While the matrix runs, stdout gets one line when each run starts (which run of how many, the
+time elapsed and an estimate of the time left: ``[apex-faults] run 7 of 23:
+proxy:drop_responses (suite 3) — elapsed 4m12s, about 9m left``) and one when it ends
+(:class:`apex_faults.runner.Progress`); then the summary and where the reports are.
+
 Every robot the matrix starts is in a process group of its own and gets SIGTERM when this
 process dies (``apex_faults.processes``); a timeout, SIGINT or SIGTERM ends each group
 (SIGTERM, then SIGKILL) and waits until it is gone.
@@ -78,6 +83,21 @@ dialect:
   --dialect netra) and the library speaks it. Every run gets -v APEX_DIALECT:<dialect>, the
   default apex too (a command-line variable wins over --variablefile and the environment).
   The report's title, heading and matrix.json ("dialect") say which dialect ran.
+
+progress:
+  While it runs, a line on stdout when each run starts, and one when it ends:
+    [apex-faults] run 7 of 23: proxy:drop_responses (suite 3) — elapsed 4m12s, about 9m left
+    [ 7/23] proxy:drop_responses × suite 3: 1 of 10 failed (as guarded) 81.2 s
+  The time left is estimated from the mean duration of the finished runs (of the same suite
+  where there is one) and --jobs; until a run has finished it says "estimating…".
+
+reports:
+  matrix.html, matrix.md and matrix.json say the same. Cells are words (pass, failed as
+  expected, fail: unexpected, fail: wrong reason, pass: missed!, inconclusive, skip, not run,
+  n/a), coloured in matrix.html: a guarded scenario failing as expected is calm blue, a caught
+  row green, missed / wrong-reason / gap / a red baseline red, collateral amber. A failure is
+  shown by its failing check: for Robot's "Several failures occurred:" the first numbered
+  failure, with "(+N more)".
 
 re-runs:
   A test that ends inconclusive is run once more (only the inconclusive tests of the cell, with
@@ -330,7 +350,7 @@ def nothing_to_run(args: argparse.Namespace, chosen: Selection, cells: Sequence[
 
 
 def run_matrix(args: argparse.Namespace, chosen: Selection, catalogue: Catalogue, run: RunRobot, argv: Sequence[str]) -> Matrix:
-    """Plan, run and judge the cells (baselines first); progress goes to stdout.
+    """Plan, run and judge the cells (baselines first); progress goes to stdout, a line per run start and end.
 
     A selection that would run no fault cell ends the command with exit code 2 and one line
     saying why, before anything runs.

@@ -8,8 +8,16 @@ Three layers, each usable alone:
   tests run robot through it too: there is one way to run robot.
 - :func:`plan_cells` and :func:`execute` decide which (row, suite) cells run and run them,
   up to ``jobs`` at once, never running an ``exclusive`` suite's cell beside another.
+  :class:`Progress` prints a line when a run starts (``[apex-faults] run 7 of 23:
+  proxy:drop_responses (suite 3) — elapsed 4m12s, about 9m left``, estimated from the mean
+  duration of the finished runs and ``jobs``) and one when it ends; plain lines, no
+  carriage returns.
 - :func:`judge` turns cell results into a verdict and problems per row, and
   :class:`Matrix` gives the exit code.
+
+A failure is quoted by its failing check (:attr:`Outcome.first_line`, :func:`headline`): when
+a test failed several times Robot's message starts ``Several failures occurred:`` and numbers
+the failures; the first numbered one is shown, with ``(+N more)`` (:func:`failure_checks`).
 
 A test the library could not judge ends as SKIP with the tag ``inconclusive`` and a message
 starting ``Inconclusive:`` (the load generator fell behind its schedule, say). Such a test is
@@ -21,7 +29,9 @@ failed outright).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -85,9 +95,96 @@ class Outcome:
         return any(t.lower() == INCONCLUSIVE_TAG for t in self.tags) or self.message.startswith(INCONCLUSIVE_PREFIX)
 
     @property
+    def checks(self) -> tuple[str, ...]:
+        """The failing checks the message reports, one line each (:func:`failure_checks`)."""
+        return failure_checks(self.message)
+
+    @property
     def first_line(self) -> str:
-        """The message's first non-empty line ("" without a message)."""
-        return next((line.strip() for line in self.message.splitlines() if line.strip()), "")
+        """The line that says what failed: the first failing check, ``(+N more)`` when there are more.
+
+        For an ordinary message its first non-empty line; for Robot's ``Several failures
+        occurred:`` the first numbered failure (:func:`headline`). "" without a message.
+        """
+        return headline(self.message)
+
+
+# --------------------------------------------------------------------------- failure messages
+
+#: Robot's first line when a test had several failures; numbered failures (``1) ...``) follow.
+SEVERAL_FAILURES = "Several failures occurred:"
+#: Robot's first lines that only say where the failure happened (the failure follows), and how
+#: a check is prefixed then.
+WHERE_HEADERS = {
+    "Setup failed:": "setup failed",
+    "Teardown failed:": "teardown failed",
+    "Suite setup failed:": "suite setup failed",
+    "Suite teardown failed:": "suite teardown failed",
+    "Parent suite setup failed:": "parent suite setup failed",
+    "Parent suite teardown failed:": "parent suite teardown failed",
+}
+#: Between a test's failure and its teardown's: ``<failure>\n\nAlso teardown failed:\n<failure>``.
+_ALSO_TEARDOWN = re.compile(r"\n\s*\nAlso ((?:parent suite |suite )?teardown failed):\n")
+_HTML_PREFIX = "*HTML*"
+
+
+def failure_checks(message: str) -> tuple[str, ...]:
+    """Each failing check a Robot failure message reports, as its first non-empty line, in order.
+
+    ``Several failures occurred:\n\n1) first\n\n2) second`` gives ``("first", "second")``
+    (each numbered failure's first line, whatever follows it); ``Setup failed:\nboom`` gives
+    ``("setup failed: boom",)``; a teardown failure after the test's own (``Also teardown
+    failed:``) is one more check. Any other message gives its first non-empty line; an empty
+    message gives ``()``.
+    """
+    text = message.strip()
+    if text.startswith(_HTML_PREFIX):
+        text = text[len(_HTML_PREFIX) :].strip()
+    sections = _ALSO_TEARDOWN.split(text)
+    checks = list(_section_checks(sections[0]))
+    for where, section in zip(sections[1::2], sections[2::2], strict=True):
+        checks += [f"{where}: {check}" for check in _section_checks(section)]
+    return tuple(checks)
+
+
+def _section_checks(text: str) -> tuple[str, ...]:
+    first, _, rest = text.strip().partition("\n")
+    first = first.strip()
+    if first in WHERE_HEADERS:
+        return tuple(f"{WHERE_HEADERS[first]}: {check}" for check in _section_checks(rest)) or (first,)
+    if first != SEVERAL_FAILURES:
+        return (first,) if first else ()
+    return _numbered_failures(rest) or (first,)
+
+
+def _numbered_failures(text: str) -> tuple[str, ...]:
+    """The first line of each ``1) ...``, ``2) ...`` (each after a blank line), numbered in sequence."""
+    text = "\n" + text
+    starts, number, position = [], 1, 0
+    while (found := re.search(rf"\n[ \t]*\n{number}\) ", text[position:])) is not None:
+        starts.append((position + found.start(), position + found.end()))
+        number, position = number + 1, position + found.end()
+    items = []
+    for i, (_, body) in enumerate(starts):
+        end = starts[i + 1][0] if i + 1 < len(starts) else len(text)
+        items.append(next((line.strip() for line in text[body:end].splitlines() if line.strip()), ""))
+    return tuple(items)
+
+
+def headline(message: str, prefer: str | None = None) -> str:
+    """The failing check to show for ``message``, with ``(+N more)`` when it reports N more.
+
+    The first check (:func:`failure_checks`), or with ``prefer`` (a catalogue fragment) the
+    first check that matches it, when one does.
+    """
+    checks = failure_checks(message)
+    if not checks:
+        return ""
+    shown = checks[0]
+    if prefer is not None:
+        shown = next((check for check in checks if fragment_matches(prefer, check)), shown)
+    more = len(checks) - 1
+    return f"{shown} (+{more} more)" if more else shown
 
 
 @dataclass
@@ -511,23 +608,32 @@ def _run(cell: Cell, settings: Settings, directory: Path, tests: Sequence[str]) 
     )
 
 
-def execute(cells: Sequence[Cell], settings: Settings, progress: Callable[[str], None] = print) -> list[CellResult]:
+def execute(
+    cells: Sequence[Cell],
+    settings: Settings,
+    progress: Callable[[str], None] = print,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+) -> list[CellResult]:
     """Run every runnable cell and return all results in ``cells``' order.
 
     Baseline cells run before fault cells. Within each group, cells of non-exclusive suites run
     up to ``settings.jobs`` at once, then each exclusive suite's cell runs alone. On an
-    interrupt every running robot process group is killed.
+    interrupt every running robot process group is killed. ``progress`` gets one line when a
+    cell's run starts (which run of how many, the time elapsed and an estimate of the time
+    left) and one when it ends (:class:`Progress`).
     """
     results: list[CellResult | None] = [None if c.runnable else CellResult(c) for c in cells]
     runnable = [i for i, c in enumerate(cells) if c.runnable]
-    counter = _Progress(len(runnable), progress)
-    RUNNING.reopen()
+    batches: list[tuple[list[int], int]] = []  # (cell indices, jobs), in the order they run
     for baseline in (True, False):
         group = [i for i in runnable if cells[i].row.is_baseline == baseline]
-        shared = [i for i in group if not cells[i].suite.exclusive]
-        alone = [i for i in group if cells[i].suite.exclusive]
-        _run_batch(cells, shared, settings.jobs, settings, results, counter)
-        _run_batch(cells, alone, 1, settings, results, counter)
+        batches.append(([i for i in group if not cells[i].suite.exclusive], settings.jobs))
+        batches.append(([i for i in group if cells[i].suite.exclusive], 1))
+    counter = Progress([cells[i] for batch, _ in batches for i in batch], progress, jobs=settings.jobs, clock=clock)
+    RUNNING.reopen()
+    for indices, jobs in batches:
+        _run_batch(cells, indices, jobs, settings, results, counter)
     return [r for r in results if r is not None]
 
 
@@ -537,17 +643,15 @@ def _run_batch(
     jobs: int,
     settings: Settings,
     results: list[CellResult | None],
-    counter: _Progress,
+    counter: Progress,
 ) -> None:
     if not indices:
         return
     pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="apex-faults")
     try:
-        futures = {pool.submit(run_cell, cells[i], settings, counter.note): i for i in indices}
+        futures = {pool.submit(_run_counted, cells[i], settings, counter): i for i in indices}
         for future in as_completed(futures):
-            result = future.result()
-            results[futures[future]] = result
-            counter.done(result)
+            results[futures[future]] = future.result()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
         RUNNING.kill_all()
@@ -555,24 +659,135 @@ def _run_batch(
     pool.shutdown()
 
 
-class _Progress:
-    """Prints one line per finished cell: ``[ 3/41] reorder × suite 1: 1 of 7 failed (as guarded) 12.3 s``."""
+def _run_counted(cell: Cell, settings: Settings, counter: Progress) -> CellResult:
+    """Run ``cell`` (in a worker), saying when it starts and ends: the end is counted before the next start."""
+    counter.started(cell)
+    result = run_cell(cell, settings, counter.note)
+    counter.done(result)
+    return result
 
-    def __init__(self, total: int, write: Callable[[str], None]) -> None:
-        self.total = total
-        self.count = 0
+
+#: How the progress line says the time left before any run has finished.
+ESTIMATING = "estimating\u2026"
+
+
+class Progress:
+    """The matrix's console progress: one line when a cell's run starts, one when it ends.
+
+    Start: ``[apex-faults] run 7 of 23: proxy:drop_responses (suite 3) — elapsed 4m12s, about 9m left``
+    (``estimating…`` until a run has finished). End: ``[ 5/23] reorder × suite 1: 1 of 7 failed
+    (as guarded) 12.3 s``, counting the runs finished.
+
+    The time left is estimated from the mean duration of the finished runs: of the same suite
+    run the same way (whole or only some tests) when there is one, else of the same suite, else
+    of all. Runs not started count in full, running ones what their estimate says is left of
+    them; cells of non-exclusive suites share ``jobs`` workers (never taking less than the
+    longest of them), an exclusive suite's cells run one after another.
+    """
+
+    def __init__(
+        self,
+        cells: Sequence[Cell],
+        write: Callable[[str], None],
+        *,
+        jobs: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.total = len(cells)
+        self.count = 0  # runs finished
+        self.starts = 0  # runs started
         self.write = write
+        self.jobs = max(1, jobs)
+        self.clock = clock
+        self.began = clock()
+        self.pending: list[Cell] = list(cells)  # not started yet
+        self.running: list[tuple[Cell, float]] = []  # (cell, when it started)
+        self.finished: list[tuple[Cell, float]] = []  # (cell, seconds)
         self.lock = threading.Lock()
 
     def note(self, line: str) -> None:
+        """Print ``line`` as it is (a re-run of a cell's inconclusive tests, say)."""
         with self.lock:
             self.write(line)
 
-    def done(self, result: CellResult) -> None:
+    def started(self, cell: Cell) -> None:
+        """A cell's run starts: print which run of how many, the time elapsed and the time left."""
         with self.lock:
+            now = self.clock()
+            mine = next((i for i, c in enumerate(self.pending) if c is cell), None)
+            if mine is not None:
+                del self.pending[mine]
+            self.running.append((cell, now))
+            self.starts += 1
+            left = self.seconds_left(now)
+            estimate = ESTIMATING if left is None else f"about {left_text(left)} left"
+            self.write(
+                f"[apex-faults] run {self.starts} of {self.total}: {cell.row.name} (suite {cell.suite.key})"
+                f" \u2014 elapsed {duration_text(now - self.began)}, {estimate}"
+            )
+
+    def done(self, result: CellResult) -> None:
+        """A cell's run ended: print how it went (:func:`progress_text`)."""
+        with self.lock:
+            now = self.clock()
+            mine = next((i for i, (c, _) in enumerate(self.running) if c is result.cell), None)
+            if mine is not None:
+                cell, start = self.running.pop(mine)
+                self.finished.append((cell, now - start))
             self.count += 1
             width = len(str(self.total))
             self.write(f"[{self.count:>{width}}/{self.total}] {progress_text(result)}")
+
+    def expected_seconds(self, cell: Cell) -> float | None:
+        """How long ``cell``'s run is expected to take: a mean of finished runs (see the class), or None."""
+        alike = [
+            [s for c, s in self.finished if c.suite.key == cell.suite.key and bool(c.tests) == bool(cell.tests)],
+            [s for c, s in self.finished if c.suite.key == cell.suite.key],
+            [s for _, s in self.finished],
+        ]
+        durations = next((d for d in alike if d), None)
+        return None if durations is None else sum(durations) / len(durations)
+
+    def seconds_left(self, now: float) -> float | None:
+        """The estimated time until every run has finished, or None before any has."""
+        if not self.finished:
+            return None
+        shared: list[float] = []
+        alone = 0.0
+        work = [(cell, 0.0) for cell in self.pending]
+        work += [(cell, now - start) for cell, start in self.running]
+        for cell, elapsed in work:
+            expected = self.expected_seconds(cell) or 0.0
+            remaining = max(expected - elapsed, 0.0)
+            if cell.suite.exclusive:
+                alone += remaining
+            else:
+                shared.append(remaining)
+        in_parallel = max(sum(shared) / self.jobs, max(shared, default=0.0))
+        return in_parallel + alone
+
+
+def duration_text(seconds: float) -> str:
+    """``45s``, ``4m12s``, ``1h03m``."""
+    whole = max(0, int(round(seconds)))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, rest = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def left_text(seconds: float) -> str:
+    """An estimate, coarsely: ``40s`` under a minute, else whole minutes rounded up (``9m``, ``1h05m``)."""
+    if seconds < 60:
+        return f"{max(1, int(round(seconds)))}s"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
 
 CELL_NOTES = {

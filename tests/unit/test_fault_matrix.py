@@ -312,15 +312,46 @@ def guarded_answers(variables, suite_file, tests):
     return {t: R.Outcome("FAIL", f"broken: {fails[t]}") if t in fails else R.Outcome("PASS") for t in tests or suite.tests}
 
 
-def test_execute_returns_results_in_plan_order_and_prints_one_line_per_cell(tmp_path):
+class FakeClock:
+    """A monotonic clock that moves only when told to: ``advance(60)`` is a minute later."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_execute_returns_results_in_plan_order_and_prints_a_line_per_run_start_and_end(tmp_path):
+    """Every fake run takes a minute: each start line says which run of how many, the time
+    elapsed, and the minutes left; each end line how it went."""
+    clock = FakeClock()
+
+    def a_minute_each(variables, suite_file, tests):
+        clock.advance(60)
+        return guarded_answers(variables, suite_file, tests)
+
     cells = R.plan_cells([NONE, BOTH, ON_BETA], [ALPHA, BETA])
     lines: list[str] = []
-    settings = R.Settings(tmp_path / "out", fake_project(tmp_path), run=FakeRobot(guarded_answers))
-    results = R.execute(cells, settings, lines.append)
+    settings = R.Settings(tmp_path / "out", fake_project(tmp_path), run=FakeRobot(a_minute_each))
+    results = R.execute(cells, settings, lines.append, clock=clock)
     assert [r.cell for r in results] == cells
-    assert len(lines) == 5
-    assert "[3/5] both × suite 1: 1 of 3 failed (as guarded) 1.5 s" in lines
-    assert "[1/5] none × suite 1: 0 of 3 failed (green) 1.5 s" == lines[0]
+    assert lines == [
+        "[apex-faults] run 1 of 5: none (suite 1) \u2014 elapsed 0s, estimating\u2026",
+        "[1/5] none × suite 1: 0 of 3 failed (green) 1.5 s",
+        "[apex-faults] run 2 of 5: none (suite 2) \u2014 elapsed 1m00s, about 4m left",
+        "[2/5] none × suite 2: 0 of 2 failed (green) 1.5 s",
+        "[apex-faults] run 3 of 5: both (suite 1) \u2014 elapsed 2m00s, about 3m left",
+        "[3/5] both × suite 1: 1 of 3 failed (as guarded) 1.5 s",
+        "[apex-faults] run 4 of 5: both (suite 2) \u2014 elapsed 3m00s, about 2m left",
+        "[4/5] both × suite 2: 1 of 1 failed (as guarded) 1.5 s",
+        "[apex-faults] run 5 of 5: on_beta (suite 2) \u2014 elapsed 4m00s, about 1m left",
+        "[5/5] on_beta × suite 2: 1 of 2 failed (as guarded) 1.5 s",
+    ]
+    assert all("\r" not in line and "\n" not in line for line in lines)
     assert results[0].output_dir == tmp_path / "out" / "runs" / "none" / "01__alpha"
 
 
@@ -367,7 +398,7 @@ def test_a_run_error_becomes_the_cells_error(tmp_path):
     [cell] = R.plan_cells([NONE], [ALPHA])
     [done] = R.execute([cell], settings, lines.append)
     assert done.error.startswith("robot timed out") and done.returncode == -9
-    assert lines == ["[1/1] none × suite 1: robot timed out after 300 s on 01__alpha.robot; killed 300.0 s"]
+    assert lines[1:] == ["[1/1] none × suite 1: robot timed out after 300 s on 01__alpha.robot; killed 300.0 s"]
 
 
 # --------------------------------------------------------------------------- report
@@ -387,9 +418,9 @@ def fake_matrix(tmp_path: Path) -> R.Matrix:
 def test_markdown_has_labelled_columns_a_legend_of_labels_and_the_failures(tmp_path):
     text = report.to_markdown(fake_matrix(tmp_path))
     assert "| fault | 1.1 | 1.2 | 1.3 |" in text
-    assert "| `none` (green) | ✅ | ✅ | ✅ |" in text
-    assert "| `break_one` (caught) | ❌ | ✅ | ⏭ |" in text
-    assert "| `both` (gap) | ✅ | ❗ | ✅ |" in text
+    assert "| `none`: green (no fault: every scenario passed) | pass | pass | pass |" in text
+    assert "| `break_one`: caught (good: the suites detect this fault) | failed as expected | pass | skip |" in text
+    assert "| `both`: gap (bad: no scenario noticed this fault) | pass | pass: missed! | pass |" in text
     assert "- **1.2** A two" in text
     assert "- **1.1** A one: one broke: <b> & co" in text
     assert "**2 fault modes, 1 caught, 1 gap; no-fault runs green**" in text
@@ -398,8 +429,8 @@ def test_markdown_has_labelled_columns_a_legend_of_labels_and_the_failures(tmp_p
 def test_html_escapes_messages_links_logs_and_shows_the_first_line_as_tooltip(tmp_path):
     page = report.to_html(fake_matrix(tmp_path))
     assert "<b> & co" not in page
-    assert 'title="one broke: &lt;b&gt; &amp; co"' in page
-    assert '<a href="runs/break_one/01__alpha/log.html#s1-t1">❌</a>' in page
+    assert 'title="failed as expected: one broke: &lt;b&gt; &amp; co"' in page
+    assert '<a href="runs/break_one/01__alpha/log.html#s1-t1">failed as expected</a>' in page
     assert "one broke: &lt;b&gt; &amp; co</li>" in page
     assert "<script" not in page and "<style>" in page
 
@@ -415,12 +446,301 @@ def test_json_round_trips_with_cells_runs_and_summary(tmp_path):
         "inconclusive": False,
         "rerun": False,
         "message_first_line": "one broke: <b> & co",
+        "failures": 1,
         "expected_fragment": "one broke",
+        "shown": "failed as expected",
+        "kind": "expected",
     }
+    assert row["cells"]["1"]["A three"]["shown"] == "skip" and row["cells"]["1"]["A three"]["failures"] == 0
+    assert (row["verdict_text"], row["verdict_tone"]) == ("caught (good: the suites detect this fault)", "good")
+    assert (data["rows"][2]["verdict_tone"], data["rows"][0]["verdict_tone"]) == ("bad", "good")
     assert row["runs"]["1"]["output_dir"] == "runs/break_one/01__alpha"
     assert row["runs"]["1"]["variables"] == {} and row["verdict"] == "caught"
     assert data["summary"]["line"] == "2 fault modes, 1 caught, 1 gap; no-fault runs green"
     assert data["exit_code"] == 1 and written.markdown.exists() and written.html.exists()
+
+
+# --------------------------------------------------------------------------- failure messages: the failing check
+
+#: Robot's message for a test that failed three times, exactly as Robot 7 writes it (the real
+#: run below checks the format still holds).
+SEVERAL = (
+    "Several failures occurred:\n\n"
+    "1) agent_state.message_count was 19, expected == 20\n\n"
+    "2) ai_response count was 2, expected == 1\nIdempotency broken\n\n"
+    "3) queue_full count was 0, expected > 0"
+)
+
+SEVERAL_SUITE = """\
+*** Test Cases ***
+Several Checks Fail
+    Run Keyword And Continue On Failure    Fail    agent_state.message_count was 19, expected == 20
+    Run Keyword And Continue On Failure    Fail    ai_response count was 2, expected == 1\\nIdempotency broken
+    Fail    queue_full count was 0, expected > 0
+
+Setup Fails
+    [Setup]    Fail    mock did not start
+    No Operation
+
+Test And Teardown Fail
+    Fail    body broke
+    [Teardown]    Fail    teardown broke
+"""
+
+
+@pytest.mark.parametrize(
+    ("message", "checks", "shown"),
+    [
+        (SEVERAL, ("agent_state.message_count was 19, expected == 20", "ai_response count was 2, expected == 1",
+                   "queue_full count was 0, expected > 0"), "agent_state.message_count was 19, expected == 20 (+2 more)"),
+        ("boom\nmore", ("boom",), "boom"),
+        ("", (), ""),
+        ("Setup failed:\nmock did not start", ("setup failed: mock did not start",), "setup failed: mock did not start"),
+        ("body broke\n\nAlso teardown failed:\nteardown broke", ("body broke", "teardown failed: teardown broke"),
+         "body broke (+1 more)"),
+        ("Teardown failed:\nSeveral failures occurred:\n\n1) td one\n\n2) td two",
+         ("teardown failed: td one", "teardown failed: td two"), "teardown failed: td one (+1 more)"),
+        ("*HTML* Several failures occurred:\n\n1) <b>x</b>\n\n2) y", ("<b>x</b>", "y"), "<b>x</b> (+1 more)"),
+        # a line of a failure that looks numbered is part of it; numbers go in sequence
+        ("Several failures occurred:\n\n1) first\n2) not a failure\n\n3) not either\n\n2) second",
+         ("first", "second"), "first (+1 more)"),
+        ("Several failures occurred:", ("Several failures occurred:",), "Several failures occurred:"),
+    ],
+)  # fmt: skip
+def test_failure_checks_split_robots_message_into_its_failing_checks(message, checks, shown):
+    assert R.failure_checks(message) == checks
+    assert R.headline(message) == shown == R.Outcome("FAIL", message).first_line
+
+
+def test_the_headline_of_a_guarded_failure_is_the_check_with_its_fragment():
+    assert R.headline(SEVERAL, "ai_response count was … expected == 1") == "ai_response count was 2, expected == 1 (+2 more)"
+    assert R.headline(SEVERAL, "no such check") == "agent_state.message_count was 19, expected == 20 (+2 more)"
+
+
+def test_a_real_robot_run_with_several_failures_is_shown_by_its_first_failing_check(tmp_path):
+    (tmp_path / "several.robot").write_text(SEVERAL_SUITE, encoding="utf-8")
+    run = R.run_robot(tmp_path / "several.robot", tmp_path / "out", timeout=120, project=tmp_path)
+    several = run.outcomes["Several Checks Fail"]
+    assert several.status == "FAIL" and several.message == SEVERAL  # Robot's own wording, as SEVERAL has it
+    assert several.checks == R.failure_checks(SEVERAL) and len(several.checks) == 3
+    assert several.first_line == "agent_state.message_count was 19, expected == 20 (+2 more)"
+    assert run.outcomes["Setup Fails"].first_line == "setup failed: mock did not start"
+    assert run.outcomes["Test And Teardown Fail"].first_line == "body broke (+1 more)"
+
+
+def test_every_report_shows_the_failing_check_not_several_failures_occurred(tmp_path):
+    """A baseline failing several times, and a guarded scenario whose expected message is the
+    second of three failures: problems, cells, json, markdown and html all name the check."""
+    guarded = FaultMode("idempotency", C.MOCK, "dups", (Expectation("1", {"A one": "ai_response count was 2"}),))
+    out = tmp_path / "out"
+    cells = [
+        result(NONE, ALPHA, outcomes(A_one=("FAIL", SEVERAL), A_two="PASS", A_three="PASS"), output_dir=out / "n"),
+        result(guarded, ALPHA, outcomes(A_one=("FAIL", SEVERAL), A_two="PASS", A_three="PASS"), output_dir=out / "g"),
+    ]
+    matrix = R.Matrix((ALPHA,), R.judge(cells), output=out)
+    baseline, row = matrix.rows
+    assert [p.text for p in baseline.problems] == [
+        "suite 1, 'A one' failed: agent_state.message_count was 19, expected == 20 (+2 more)"
+    ]
+    assert row.verdict == R.CAUGHT
+    data = report.to_json(matrix)
+    assert data["rows"][0]["cells"]["1"]["A one"]["message_first_line"] == (
+        "agent_state.message_count was 19, expected == 20 (+2 more)"
+    )
+    assert data["rows"][1]["cells"]["1"]["A one"]["message_first_line"] == "ai_response count was 2, expected == 1 (+2 more)"
+    assert data["rows"][1]["cells"]["1"]["A one"]["failures"] == 3
+    text, page = report.to_markdown(matrix), report.to_html(matrix)
+    assert "- **1.1** A one: ai_response count was 2, expected == 1 (+2 more)" in text
+    assert 'title="failed as expected: ai_response count was 2, expected == 1 (+2 more)"' in page
+    assert 'title="failed without a fault: agent_state.message_count was 19, expected == 20 (+2 more)"' in page
+    for written in (text, page, json.dumps(data)):
+        assert "Several failures occurred" not in written
+
+
+# --------------------------------------------------------------------------- report: words and colours, no emoji
+
+
+def every_kind_of_cell_matrix(tmp_path: Path) -> R.Matrix:
+    """Rows with every kind of cell: pass, skip, not run, failures expected, unexpected and for the
+    wrong reason, missed (passed, skipped, not run), inconclusive and n/a."""
+    out = tmp_path / "out"
+    third = FaultMode("third", C.MOCK, "breaks A three", (Expectation("1", {"A three": "three broke"}),))
+    wrong = FaultMode("wrong", C.MOCK, "breaks A one", (Expectation("1", {"A one": "one broke"}),))
+    cells = [
+        result(NONE, ALPHA, outcomes(A_one="PASS", A_two=("SKIP", "no push"), A_three=("FAIL", SEVERAL))),
+        result(BREAK_ONE, ALPHA, outcomes(A_one=("FAIL", "one broke"), A_two=("FAIL", "collateral"), A_three="PASS")),
+        result(BOTH, ALPHA, outcomes(A_one="PASS", A_two=("SKIP", "no op"), A_three="PASS")),
+        result(BOTH, BETA, outcomes(B_two=("FAIL", "b broke"))),  # B one: not part of the run
+        result(third, ALPHA, outcomes(A_one="PASS", A_two="PASS")),  # A three: not run
+        result(wrong, ALPHA, outcomes(A_one=("FAIL", "other"), A_two="PASS", A_three="PASS")),
+        result(ON_BETA, BETA, {"B one": inconclusive("b1"), "B two": R.Outcome("PASS")}),
+        R.CellResult(R.Cell(UNGUARDED, BETA, (), runnable=False)),
+    ]
+    return R.Matrix((ALPHA, BETA), R.judge(cells), output=out)
+
+
+@pytest.mark.parametrize(
+    ("row", "test", "words", "css"),
+    [
+        ("none", "A one", "pass", "pass"),
+        ("none", "A two", "skip", "skip"),
+        ("none", "A three", "fail: unexpected", "failed"),
+        ("break_one", "A one", "failed as expected", "expected"),
+        ("break_one", "A two", "fail: unexpected", "collateral"),
+        ("both", "A two", "skip: missed!", "missed"),
+        ("both", "B one", "not run", "notrun"),
+        ("third", "A three", "not run: missed!", "missed"),
+        ("wrong", "A one", "fail: wrong reason", "wrong"),
+        ("on_beta", "B one", "inconclusive", "inconclusive"),
+        ("proxy:mystery", "B one", "n/a", "na"),
+    ],
+)
+def test_a_cell_says_in_words_what_happened_judged_against_its_row(tmp_path, row, test, words, css):
+    matrix = every_kind_of_cell_matrix(tmp_path)
+    found = next(r for r in matrix.rows if r.fault.name == row)
+    [cell] = [c for c in found.cells if test in c.cell.suite.tests]
+    shown = report.mark(cell, test)
+    assert (shown.words, shown.css) == (words, css)
+    assert css in report.KINDS
+
+
+def test_a_guarded_test_that_passed_is_shown_missed():
+    row = rows_with(R.MISSED)[1]
+    assert report.mark(row.cells[0], "A one") == report.Mark("pass: missed!", "missed", "missed: must fail (one broke) but: pass")
+
+
+#: Characters every default font has: printable ASCII (the reports' own words are ASCII; only
+#: quoted messages, ASCII in these fakes, could bring others).
+SAFE = set(map(chr, range(0x20, 0x7F))) | {"\n"}
+
+
+def test_the_reports_use_no_emoji_nor_any_character_a_default_font_may_lack(tmp_path):
+    matrix = every_kind_of_cell_matrix(tmp_path)
+    text, page = report.to_markdown(matrix), report.to_html(matrix)
+    for written in (text, page, report.LEGEND):
+        assert set(written) <= SAFE, sorted(set(written) - SAFE)
+    for old in ("✅", "❌", "⚠", "❗", "◐", "⏭", "·", "✓", "✗"):
+        assert old not in text and old not in page
+    shown = set(re.findall(r'<td class="cell (\w+)"', page.split("<h2>", 1)[1]))  # the matrix's cells, not the legend
+    assert shown == set(report.KINDS), "the fixture must show every kind of cell"
+
+
+def test_the_legend_lists_every_cell_kind_with_its_words_and_colour(tmp_path):
+    text, page = report.to_markdown(fake_matrix(tmp_path)), report.to_html(fake_matrix(tmp_path))
+    for kind in report.CELL_KINDS:
+        assert f"- `{kind.words}` ({kind.colour}): " in text
+        assert f'<td class="cell {kind.css}">{kind.words}</td>' in page
+    assert "**caught** (good news: the suites detect it)" in report.LEGEND
+
+
+def css_background(page: str, selector: str) -> str:
+    found = re.search(rf"^{re.escape(selector)} \{{ background: (#[0-9a-f]{{6}});", page, re.MULTILINE)
+    assert found, f"no background for {selector}"
+    return found.group(1)
+
+
+def test_colours_read_as_a_stakeholder_reads_them(tmp_path):
+    """Failing as guarded is calm blue, not alarming red; caught and green are green; missed,
+    wrong-reason, gap and a red baseline red; collateral amber; inconclusive grey-amber."""
+    page = report.to_html(every_kind_of_cell_matrix(tmp_path))
+    blue, green, red, amber = (report.COLOURS[c][0] for c in ("blue", "green", "red", "amber"))
+    assert css_background(page, ".expected") == blue
+    assert css_background(page, ".pass") == css_background(page, ".tone-good") == green
+    for selector in (".missed", ".wrong", ".failed", ".tone-bad"):
+        assert css_background(page, selector) == red
+    assert css_background(page, ".collateral") == css_background(page, ".tone-warn") == amber
+    assert css_background(page, ".inconclusive") == css_background(page, ".tone-unsure") == report.COLOURS["grey-amber"][0]
+    assert len({blue, green, red, amber, report.COLOURS["grey-amber"][0]}) == 5
+    tones = {verdict: report.VERDICT_TONE[verdict] for verdict in R.VERDICTS}
+    assert tones == {"green": "good", "caught": "good", "red": "bad", "missed": "bad", "wrong-reason": "bad",
+                     "gap": "bad", "caught+collateral": "warn", "inconclusive": "unsure", "n/a": "neutral"}  # fmt: skip
+
+
+def test_a_caught_row_is_green_in_words_and_its_guarded_cells_are_expected_failures_not_red(tmp_path):
+    page = report.to_html(fake_matrix(tmp_path))
+    row = next(line for line in page.splitlines() if "<code>break_one</code>" in line and "<tr>" in line)
+    assert '<span class="verdict v-caught tone-good">caught (good: the suites detect this fault)</span>' in row
+    assert '<td class="cell expected" title="failed as expected: one broke' in row
+    assert not re.search(r'class="cell (failed|wrong|missed|collateral)"', row)
+    baseline = next(line for line in page.splitlines() if "<code>none</code>" in line and "<tr>" in line)
+    assert '<span class="verdict v-green tone-good">green (no fault: every scenario passed)</span>' in baseline
+
+
+def test_verdict_words_for_baselines_and_an_inconclusive_row(tmp_path):
+    rows = {row.fault.name: row for row in every_kind_of_cell_matrix(tmp_path).rows}
+    assert report.verdict_text(rows["none"]) == "red (no fault, yet a scenario failed)"
+    assert report.verdict_text(rows["on_beta"]) == "inconclusive (not judged: the load generator fell behind its schedule)"
+    assert report.verdict_text(rows["wrong"]) == "wrong-reason (bad: a guarding scenario failed for another reason)"
+    assert report.verdict_text(rows["proxy:mystery"]) == "n/a (needs the built-in mock)"
+    timed_out = R.judge_row(NONE, [result(NONE, ALPHA, {}, error="robot timed out after 300 s")])
+    assert report.verdict_text(timed_out) == "red (no fault, yet a run timed out or crashed)"
+    skipped = R.judge_row(NONE, [result(NONE, ALPHA, outcomes(A_one="PASS", A_two=("SKIP", "no op"), A_three="PASS"))])
+    assert report.verdict_text(skipped) == "green (no fault: every scenario passed or was skipped)"
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def progress_for(cells, jobs=1):
+    clock, lines = FakeClock(), []
+    return R.Progress(cells, lines.append, jobs=jobs, clock=clock), clock, lines
+
+
+def finish(progress: R.Progress, clock: FakeClock, cell: R.Cell, seconds: float) -> None:
+    progress.started(cell)
+    clock.advance(seconds)
+    progress.done(R.CellResult(cell, {}))
+
+
+@pytest.mark.parametrize(("jobs", "left"), [(1, "about 4m left"), (2, "about 2m left"), (4, "about 2m left")])
+def test_the_time_left_takes_the_jobs_running_at_once_into_account(jobs, left):
+    """Four alpha cells of 100 s each: two finished; one starts, one waits. Two jobs halve the
+    time left, more jobs than cells cannot go below the longest one."""
+    cells = [R.Cell(row, ALPHA) for row in (NONE, PROXY, BREAK_ONE, BOTH)]
+    progress, clock, lines = progress_for(cells, jobs)
+    finish(progress, clock, cells[0], 100)
+    finish(progress, clock, cells[1], 100)
+    progress.started(cells[2])
+    assert lines[-1] == f"[apex-faults] run 3 of 4: break_one (suite 1) \u2014 elapsed 3m20s, {left}"
+
+
+def test_the_time_left_uses_each_suites_own_mean_and_runs_exclusive_suites_one_after_another():
+    alpha, beta_full, beta_only = R.Cell(NONE, ALPHA), R.Cell(NONE, BETA), R.Cell(BOTH, BETA, ("B two",))
+    progress, clock, lines = progress_for([alpha, beta_full, beta_only, R.Cell(ON_BETA, BETA)], jobs=4)
+    assert progress.seconds_left(clock()) is None
+    finish(progress, clock, alpha, 60)
+    finish(progress, clock, beta_full, 600)
+    assert progress.expected_seconds(R.Cell(BREAK_ONE, ALPHA)) == 60
+    assert progress.expected_seconds(beta_only) == 600  # no targeted beta run yet: the suite's mean
+    finish(progress, clock, beta_only, 30)
+    assert progress.expected_seconds(beta_only) == 30 and progress.expected_seconds(R.Cell(ON_BETA, BETA)) == 600
+    assert progress.seconds_left(clock()) == 600  # on_beta: beta is exclusive, jobs do not share it
+    clock.advance(10)
+    progress.started(progress.pending[0])
+    clock.advance(200)
+    assert progress.seconds_left(clock()) == 400  # what is left of the running one
+    assert lines[0].endswith("elapsed 0s, estimating\u2026") and lines[-1].endswith("elapsed 11m40s, about 10m left")
+    assert [line.startswith("[apex-faults] run ") for line in lines] == [True, False] * 3 + [True]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "elapsed", "left"),
+    [(0, "0s", "1s"), (41.6, "42s", "42s"), (252, "4m12s", "5m"), (540, "9m00s", "9m"), (3780, "1h03m", "1h03m"),
+     (3781, "1h03m", "1h04m")],
+)  # fmt: skip
+def test_durations_in_progress_lines(seconds, elapsed, left):
+    assert (R.duration_text(seconds), R.left_text(seconds)) == (elapsed, left)
+
+
+def test_cli_prints_a_line_per_run_start_and_end_on_stdout(tmp_path, capsys):
+    run_cli(tmp_path, "--jobs", "2")
+    out = capsys.readouterr().out.splitlines()
+    starts = [line for line in out if line.startswith("[apex-faults] run ")]
+    ends = [line for line in out if re.match(r"\[\s*\d+/10\] ", line)]
+    assert len(starts) == len(ends) == 10
+    assert starts[0].startswith("[apex-faults] run 1 of 10: none (suite ") and starts[0].endswith("estimating\u2026")
+    assert sorted(int(line.split()[2]) for line in starts) == list(range(1, 11))
+    assert all(re.search(r" \u2014 elapsed \d+s, (estimating\u2026|about \d+s left)$", line) for line in starts)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -800,7 +1120,7 @@ def test_no_fragment_expects_a_measured_time_or_ratio():
 
 def suite_variable_values() -> tuple[set[str], set[str]]:
     """Every suite and resource variable's value as the library formats a threshold: (numbers, times)."""
-    from MessagingLibrary.context import format_value
+    from MessagingLibrary.context import plain_value as format_value
     from robot.utils import timestr_to_secs
 
     numbers, times = set(), set()
@@ -921,8 +1241,10 @@ def test_an_inconclusive_cell_is_re_run_once_with_only_its_inconclusive_tests(tm
     assert done.rerun.tests == ("A one", "A two") and done.rerun.output_dir == done.output_dir / "rerun"
     assert done.outcome("A one").status == "FAIL" and done.outcome("A three").status == "PASS"
     assert R.judge_row(BREAK_ONE, [done]).verdict == R.CAUGHT
-    assert lines[0] == "      break_one × suite 1: 2 inconclusive, re-running once: A one, A two"
-    assert lines[1] == "[1/1] break_one × suite 1: 1 of 3 failed (after re-running 2 inconclusive) (as guarded) 3.0 s"
+    assert lines[0].startswith("[apex-faults] run 1 of 1: break_one (suite 1)")
+    assert lines[1] == "      break_one × suite 1: 2 inconclusive, re-running once: A one, A two"
+    assert lines[2] == "[1/1] break_one × suite 1: 1 of 3 failed (after re-running 2 inconclusive) (as guarded) 3.0 s"
+    assert len(lines) == 3
 
 
 def test_a_row_still_inconclusive_after_its_re_run_exits_3_and_the_report_shows_it(tmp_path, capsys):
@@ -944,9 +1266,11 @@ def test_a_row_still_inconclusive_after_its_re_run_exits_3_and_the_report_shows_
     assert "1 fault mode, 0 caught, 0 gaps, 1 inconclusive; no-fault runs green" in out
     assert "break_one: suite 1: re-ran 1 inconclusive test once (1.1): 1 still inconclusive" in out
     markdown = (tmp_path / "matrix" / "matrix.md").read_text()
-    assert "| `break_one` (inconclusive) | ◐ | ✅ | ✅ |" in markdown and "## Re-runs" in markdown
+    verdict = "inconclusive (not judged: the load generator fell behind its schedule (re-run once))"
+    assert f"| `break_one`: {verdict} | inconclusive | pass | pass |" in markdown and "## Re-runs" in markdown
     page = (tmp_path / "matrix" / "matrix.html").read_text()
-    assert '<td class="inconclusive" title="inconclusive (re-run once, still inconclusive): Inconclusive: the load' in page
+    assert '<td class="cell inconclusive" title="inconclusive (re-run once, still inconclusive): Inconclusive: the load' in page
+    assert f'<span class="verdict v-inconclusive tone-unsure">{verdict}</span>' in page
     assert 'href="runs/break_one/01__alpha/rerun/log.html#s1-t1"' in page
 
 
