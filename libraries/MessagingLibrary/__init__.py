@@ -5,13 +5,20 @@ See the library documentation (``apex-docs`` writes it to results/docs/) and doc
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
-from datetime import timedelta
+from dataclasses import fields as dataclass_fields
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
+from robot.libraries.BuiltIn import BuiltIn
+from robot.running.model import TestCase as TestCaseData
 from robotlibcore import DynamicCore
 
 from .context import Context, UserStrategy, seconds
+from .engine.console import console
 from .engine.mock_process import MockProcess
 from .engine.monitor import ResourceMonitor
 from .engine.proxy import FaultProxy
@@ -31,7 +38,8 @@ from .keywords import (
     StateKeywords,
 )
 
-__version__ = "0.1.0"
+from .summary import Figure, RunModel, TestEntry, verdict_line, write_summary
+from .version import __version__
 
 
 class MessagingLibrary(DynamicCore):
@@ -259,6 +267,11 @@ class MessagingLibrary(DynamicCore):
         self.ctx = Context(default_timeout=seconds(timeout) or 10.0)
         self.ROBOT_LIBRARY_LISTENER = self
         self._suites: list[str] = []
+        #: What summary.html is written from at the end of the run (see _close).
+        self._entries: list[Any] = []
+        self._run_started = ""
+        self._output_dir: Path | None = None
+        self._template_rows = 0
         connections = ConnectionKeywords(self.ctx)
         load = LoadKeywords(self.ctx, connections)
         self._proxies = FaultProxyKeywords(self.ctx)
@@ -281,6 +294,16 @@ class MessagingLibrary(DynamicCore):
     # -- listener: close what each test and suite opened -------------------------------------
 
     def _start_suite(self, data, result) -> None:
+        if self._output_dir is None:
+            self._output_dir = self.ctx.output_dir()
+            # The top suite's start, as apex-summary reads it from output.xml: the same run is
+            # then one entry of the history, whichever wrote it.
+            started = getattr(result, "start_time", None)
+            top = result
+            while getattr(top, "parent", None) is not None:
+                top = top.parent
+            started = getattr(top, "start_time", None) or started
+            self._run_started = started.isoformat(sep=" ") if started else datetime.now().isoformat(sep=" ")
         self._suites.append(f"suite:{data.id}")
         self.ctx.scope = self.ctx.suite_scope = self._suites[-1]
         self.ctx.test_mark = self.ctx.history.mark()
@@ -299,8 +322,22 @@ class MessagingLibrary(DynamicCore):
         self.ctx.test_mark = self.ctx.history.mark()
         self.ctx.test_started_ns = time.perf_counter_ns()
         self.ctx.measurements = []
+        self.ctx.artefacts = []
+        self.ctx.test_record = None
+        self.ctx.step = ""
+        self.ctx.step_marks = []
+        self._template_rows = 0
         self.ctx.generator = None
         self.ctx.inconclusive = []
+
+    def _start_keyword(self, data, result) -> None:
+        """A template row is a step of its test: its measurements are labelled ``row N: arguments``."""
+        test = getattr(data, "parent", None)
+        if not isinstance(test, TestCaseData) or not test.template or data.type != "KEYWORD":
+            return  # not a template row (its setup and teardown are no rows)
+        self._template_rows += 1
+        self.ctx.step = f"row {self._template_rows}: " + ", ".join(_shown_argument(a) for a in data.args)
+        self.ctx.step_marks.append((len(self.ctx.measurements), self.ctx.step))
 
     def _end_test(self, data, result) -> None:
         self._release(f"test:{data.id}")  # closing cleanly completes the trust checks of its connections
@@ -310,6 +347,9 @@ class MessagingLibrary(DynamicCore):
             if note and note not in result.message:
                 result.message += note
         _judge_inconclusive(result, self.ctx.inconclusive)
+        self._entries.append(_summary_entry(result, self.ctx.test_record))
+        self.ctx.test_record = None
+        self.ctx.step = ""
         self.ctx.scope = self.ctx.suite_scope
         self.ctx.test_mark = self.ctx.history.mark()
 
@@ -317,6 +357,23 @@ class MessagingLibrary(DynamicCore):
         for owned in list(self.ctx.owners):
             self._release(owned.scope)
         self.ctx.loop.stop()
+        self._write_summary()
+
+    def _write_summary(self) -> None:
+        """``summary.html`` in the output directory, from this run's tests (``apex-summary`` rebuilds it from output.xml)."""
+        if not self._entries or self._output_dir is None or os.environ.get("APEX_SUMMARY", "").lower() in ("0", "off", "no"):
+            return
+        run = RunModel(
+            metadata=dict(self.ctx.run_metadata),
+            started=self._run_started,
+            ended=datetime.now().isoformat(sep=" "),
+            tests=list(self._entries),
+        )
+        try:
+            path = write_summary(self._output_dir, run)
+            console(f"Summary: {path}  ({verdict_line(run)})")
+        except Exception as error:  # noqa: BLE001 (a report must not break the run's end)
+            console(f"[apex] summary.html not written: {type(error).__name__}: {error}")
 
     def _release(self, scope: str) -> None:
         # Connections first, then what they ran through: a proxy, then the server itself.
@@ -349,8 +406,34 @@ class MessagingLibrary(DynamicCore):
     start_suite = _start_suite
     end_suite = _end_suite
     start_test = _start_test
+    start_keyword = _start_keyword
     end_test = _end_test
     close = _close
+
+
+def _shown_argument(argument: Any) -> str:
+    """A template row's argument with its variables replaced (``rate=2500``), as written if it cannot be."""
+    try:
+        return str(BuiltIn().replace_variables(argument))
+    except Exception:  # noqa: BLE001 (a label must not fail a test)
+        return str(argument)
+
+
+def _summary_entry(result, record: dict[str, Any] | None) -> TestEntry:
+    """One test as summary.html shows it: its verdict, message, figures and charts."""
+    known = {f.name for f in dataclass_fields(Figure)}
+    figures = [Figure(**{k: v for k, v in figure.items() if k in known}) for figure in (record or {}).get("figures", [])]
+    return TestEntry(
+        id=result.id,
+        suite=result.parent.name if result.parent is not None else "",
+        name=result.name,
+        doc=result.doc,
+        status=result.status,
+        message=result.message,
+        tags=list(result.tags),
+        figures=figures,
+        charts=list((record or {}).get("charts", [])),
+    )
 
 
 def _judge_trust(result, violations: list[str]) -> None:

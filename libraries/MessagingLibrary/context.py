@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from .dialects import ApexDialect, Dialect, OperationUnsupported
 from .engine.checks import CheckResult
 from .engine.history import FAULT, History
 from .engine.loop import LoopThread
+from .engine.metrics import min_samples
 from .engine.trust import TrustChecker
 from .engine.session import Session, SessionError
 
@@ -66,6 +68,14 @@ class Measurement:
     #: Whose figure it is: ``server`` (what the test judges) or ``generator`` (the load
     #: generator's own health, shown beside the server's figures).
     source: str = "server"
+    #: How many samples a percentile rests on, and its 95% confidence interval (order statistics).
+    samples: int | None = None
+    interval: tuple[float, float] | None = None
+    #: The step of the test that measured it: a template row (``row 3: rate=2500``) or "".
+    step: str = ""
+    #: What it measured, for charts: ``load`` (run name), ``phase``, ``figure``, ``percentile``,
+    #: ``process``. Not shown.
+    meta: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def exact(cls, name: str, value: Any, expected: Any, unit: str = "count") -> Measurement:
@@ -82,6 +92,9 @@ class Measurement:
             "passed": self.passed,
             "inconclusive": bool(self.inconclusive),
             "source": self.source,
+            "samples": self.samples,
+            "interval": list(self.interval) if self.interval else None,
+            "step": self.step,
         }
 
     @property
@@ -90,6 +103,16 @@ class Measurement:
         if self.inconclusive:
             return "INCONCLUSIVE"
         return {True: "PASS", False: "FAIL", None: ""}[self.passed]
+
+
+@dataclass
+class Artefact:
+    """Something a test measured that a chart can draw: ``kind`` ``load`` (a LoadResult),
+    ``monitor`` (a ResourceMonitor) or ``offline`` (an accounting's counts), and the test's step."""
+
+    kind: str
+    data: Any
+    step: str = ""
 
 
 @dataclass
@@ -134,6 +157,18 @@ class Context:
     #: Every frame's claims against what the client sent (engine.trust); the listener fails
     #: each test in which it recorded a violation.
     trust: TrustChecker = field(default_factory=TrustChecker)
+    #: The current step of the test (a template row), set by the listener; rows carry it.
+    step: str = ""
+    #: (number of measurement rows when the step began, step): every row gets its step from
+    #: these, however it was made (see `Log Measurements`).
+    step_marks: list[tuple[int, str]] = field(default_factory=list)
+    #: What this test measured that a chart can draw (load runs, monitors, agent runs, offline
+    #: queues), in order; the reporting keywords draw them with the rows' thresholds.
+    artefacts: list[Any] = field(default_factory=list)
+    #: What this run tested (`Set Run Metadata`): the summary's header.
+    run_metadata: dict[str, str] = field(default_factory=dict)
+    #: The current test's figures and charts once `Log Measurements` ran (for summary.html).
+    test_record: dict[str, Any] | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self) -> int:
@@ -192,6 +227,10 @@ class Context:
         unit: str = "",
         message: str = "",
         timing: bool | None = None,
+        percentile: float | None = None,
+        samples: int | None = None,
+        interval: tuple[float, float] | None = None,
+        meta: dict[str, Any] | None = None,
     ) -> Any:
         """Record ``value`` and, when an operator is given, assert it against ``expected``.
 
@@ -204,8 +243,14 @@ class Context:
         *inconclusive* when the latest open-loop generator of this test fell behind its
         schedule: the row says so, the reason is kept for the test's verdict, and nothing is
         asserted (see :func:`is_timing`).
+
+        ``percentile`` (0–100) with ``samples``: the value is that percentile of ``samples``
+        values. The row shows the count and ``interval`` (its 95% confidence interval), and an
+        assertion on a percentile the sample is too small to support (``interval`` is None:
+        see :func:`engine.metrics.rank_interval`) is inconclusive, naming the count and the
+        fewest samples it needs.
         """
-        row = Measurement(name, value, unit)
+        row = Measurement(name, value, unit, samples=samples, interval=interval, step=self.step, meta=meta or {})
         self.measurements.append(row)
         if operator is None:
             if expected not in (None, ""):
@@ -217,7 +262,13 @@ class Context:
         if reason:
             row.inconclusive = reason
             self.mark_inconclusive(reason)
-            logger.info(f"Inconclusive: {name} {operator.value} {format_value(converted, unit)} not judged: the load generator fell behind.")
+            logger.info(f"Inconclusive: {name} {operator.value} {plain_value(converted, unit)} not judged: the load generator fell behind.")
+            return value
+        if percentile is not None and samples is not None and interval is None:
+            reason = too_few_samples(name, percentile, samples)
+            row.inconclusive = reason
+            self.mark_inconclusive(reason)
+            logger.info(f"Inconclusive: {reason}.")
             return value
         try:
             verify_assertion(
@@ -225,8 +276,8 @@ class Context:
                 operator,
                 converted,
                 message,
-                custom_message=f"{name} was {format_value(value, unit)}, expected {operator.value} "
-                f"{format_value(converted, unit)}{'. ' + message if message else ''}",
+                custom_message=f"{name} was {plain_value(value, unit)}, expected {operator.value} "
+                f"{plain_value(converted, unit)}{'. ' + message if message else ''}",
             )
         except AssertionError:
             row.passed = False
@@ -338,12 +389,74 @@ def is_timing(name: str, unit: str) -> bool:
     return unit in TIMING_UNITS or "achieved ratio" in name or "degradation" in name
 
 
-def format_value(value: Any, unit: str) -> str:
+def too_few_samples(name: str, percentile: float, samples: int) -> str:
+    """Why an assertion on ``percentile`` of ``samples`` values cannot be judged."""
+    need = min_samples(percentile)
+    return (
+        f"{name} rests on {samples:,} sample{'s' if samples != 1 else ''}, too few to support "
+        f"p{percentile:g} (its 95% confidence interval needs at least {need:,})"
+    )
+
+
+def plain_value(value: Any, unit: str) -> str:
+    """A value as failure messages print it: 4 significant digits in the measured unit (``0.4042 s``).
+
+    Stable on purpose: the fault catalogue matches failure messages by these words. Never
+    scientific notation (a value from 10,000 up is a whole number with thousands separators).
+    """
     if isinstance(value, float):
-        text = f"{value:.4g}" if abs(value) < 1e6 else f"{value:,.0f}"
+        if value != 0 and abs(value) < 1e-4:
+            text = f"{value:.7f}".rstrip("0")
+        else:
+            text = f"{value:.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
     else:
         text = str(value)
     return f"{text} {unit}".strip() if unit and unit not in ("ratio", "count") else text
+
+
+def _number(value: float, digits: int = 3) -> str:
+    """``value`` with ``digits`` significant figures, thousands separated, never in scientific notation."""
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    magnitude = math.floor(math.log10(abs(value)))
+    decimals = max(0, digits - 1 - magnitude)
+    text = f"{round(value, decimals):,.{decimals}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def format_value(value: Any, unit: str) -> str:
+    """A value in human units: seconds as ms (or s from 10 s), bytes as KB/MB, rates with
+    thousands separators, ratios with 3 decimals, counts as integers; never scientific notation.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"{value} {unit}".strip() if unit and unit not in ("ratio", "count") and value is not None else str(value)
+    if unit == "s":
+        if abs(value) >= 10:
+            return f"{_number(value)} s"
+        return f"{_number(value * 1000)} ms"
+    if unit.startswith("B/") or unit == "B":
+        per = unit[1:]
+        if abs(value) >= 1024 * 1024:
+            return f"{_number(value / (1024 * 1024))} MB{per}"
+        if abs(value) >= 1024:
+            return f"{_number(value / 1024)} KB{per}"
+        return f"{_number(value)} B{per}"
+    if unit == "ratio":
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+    if isinstance(value, int):
+        text = f"{value:,}"
+    elif float(value).is_integer() and abs(value) < 1e15:
+        text = f"{int(value):,}"
+    else:
+        text = _number(value, 4 if abs(value) < 1000 else 3) if abs(value) < 1e6 else f"{value:,.0f}"
+    return f"{text} {unit}".strip() if unit and unit != "count" else text
+
+
+def format_interval(interval: tuple[float, float] | None, unit: str) -> str:
+    """``95% CI 11.8 ms – 13.1 ms``, or "" without an interval."""
+    if not interval:
+        return ""
+    return f"95% CI {format_value(interval[0], unit)} – {format_value(interval[1], unit)}"
 
 
 class LibraryComponent:
@@ -363,4 +476,4 @@ class LibraryComponent:
         return seconds(timeout) if timeout is not None else self.ctx.default_timeout
 
 
-__all__ = ["Context", "LibraryComponent", "Measurement", "SessionError", "Target", "UserStrategy", "seconds"]
+__all__ = ["Artefact", "Context", "LibraryComponent", "Measurement", "SessionError", "Target", "UserStrategy", "seconds"]

@@ -18,7 +18,7 @@ time or ratio, which moves with the machine. The library words a failed measurem
 ``{figure} was {value}[ unit], expected {op} {threshold}[ unit][. {detail}]``, so the measured
 value is written as the wildcard ``…`` (U+2026; any text within one line of the message,
 non-greedy): ``latency p95 of load 'benchmark' was … s, expected <= 0.2 s``. Thresholds are the
-suites' variables as the library formats them (``format_value``: 4 significant digits,
+suites' variables as the library formats them (``plain_value``: 4 significant digits,
 seconds as ``0.2 s``); ``tests/unit/test_fault_matrix.py`` checks both rules.
 """
 
@@ -640,18 +640,18 @@ MOCK_FAULTS: tuple[FaultMode, ...] = (
         "truncate_stream",
         "runs #5, #10 … stop after their first thinking step: no final outcome",
         targeted("4", {
-            S.ANSWERED: "truncated 4 (no final outcome before the connection closed or the wait ended): run '… on connection c",
-            S.STEADY: "truncated 12 (no final outcome",
-            S.BURST: "truncated 8 (no final outcome",
+            S.ANSWERED: "truncated 16 (no final outcome before the connection closed or the wait ended): run '… on connection c",
+            S.STEADY: "truncated 16 (no final outcome",
+            S.BURST: "truncated 16 (no final outcome",
         }),
     ),
     mock(
         "duplicate_final",
         "runs #5, #10 … send their final answer twice",
         targeted("4", {
-            S.ANSWERED: "duplicated final 4 (a second final outcome): run '… on connection c",
-            S.STEADY: "duplicated final 12 (a second final outcome)",
-            S.BURST: "duplicated final 8 (a second final outcome)",
+            S.ANSWERED: "duplicated final 16 (a second final outcome): run '… on connection c",
+            S.STEADY: "duplicated final 16 (a second final outcome)",
+            S.BURST: "duplicated final 16 (a second final outcome)",
         }),
     ),
     mock(
@@ -659,8 +659,8 @@ MOCK_FAULTS: tuple[FaultMode, ...] = (
         "runs #5, #10 … send one more thinking step after their final answer",
         targeted("4", {
             S.ORDER: "out of order 4 (an event outside the legal order … came after its final outcome",
-            S.STEADY: "out of order 12 (an event outside the legal order … came after its final outcome",
-            S.BURST: "out of order 8 (an event outside the legal order … came after its final outcome",
+            S.STEADY: "out of order 16 (an event outside the legal order … came after its final outcome",
+            S.BURST: "out of order 16 (an event outside the legal order … came after its final outcome",
         }),
     ),
     mock(
@@ -668,8 +668,8 @@ MOCK_FAULTS: tuple[FaultMode, ...] = (
         "runs #5, #10 … never send agent_started",
         targeted("4", {
             S.ORDER: "out of order 4 (an event outside the legal order … came before any agent_started",
-            S.STEADY: "out of order 12 (an event outside the legal order … came before any agent_started",
-            S.BURST: "out of order 8 (an event outside the legal order … came before any agent_started",
+            S.STEADY: "out of order 16 (an event outside the legal order … came before any agent_started",
+            S.BURST: "out of order 16 (an event outside the legal order … came before any agent_started",
         }),
     ),
     mock(
@@ -677,17 +677,17 @@ MOCK_FAULTS: tuple[FaultMode, ...] = (
         "runs #5, #10 … lose their first tool_executing (its tool_completed still comes)",
         targeted("4", {
             S.ORDER: "tool_completed 'apex_lookup_1' at … has no tool_executing before it",
-            S.STEADY: "out of order 12 (an event outside the legal order … has no tool_executing before it",
-            S.BURST: "out of order 8 (an event outside the legal order … has no tool_executing before it",
+            S.STEADY: "out of order 16 (an event outside the legal order … has no tool_executing before it",
+            S.BURST: "out of order 16 (an event outside the legal order … has no tool_executing before it",
         }),
     ),
     mock(
         "stall_stream",
         "runs #5, #10 … wait 2.5 s before their second event",
         targeted("4", {
-            S.STALLS: "stalled 4 (a gap between two consecutive events over the stall threshold): run '… on connection c",
-            S.STEADY: "stalled 12 (a gap between two consecutive events over the stall threshold)",
-            S.BURST: "stalled 8 (a gap between two consecutive events over the stall threshold)",
+            S.STALLS: "stalled 6 (a gap between two consecutive events over the stall threshold): run '… on connection c",
+            S.STEADY: "stalled 16 (a gap between two consecutive events over the stall threshold)",
+            S.BURST: "stalled 16 (a gap between two consecutive events over the stall threshold)",
         }),
     ),
     mock(

@@ -40,6 +40,7 @@ import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from .console import console
 from .health import DEFAULT_BEHIND_THRESHOLD_S, DEFAULT_MAX_LATE_FRACTION, FlowConnection, GeneratorHealth, LagProbe, SendClock, waits_on_peer
 from .metrics import LatencyHistogram
 from .schedule import Phase, Schedule
@@ -60,6 +61,14 @@ SEND_BATCH = 64
 MIN_SLEEP_S = 0.001
 #: Failure reasons kept per run (the rest are counted).
 MAX_REASONS = 5
+#: The rate-over-time timeline: about this many buckets per run, none shorter than MIN_BUCKET_S.
+TIMELINE_BUCKETS = 240
+MIN_BUCKET_S = 0.1
+#: Buckets past this index (a drain far longer than the run) are not counted: bounded memory.
+MAX_BUCKET_INDEX = 4 * TIMELINE_BUCKETS + 600
+#: A run planned longer than this prints its progress to the console every PROGRESS_EVERY_S.
+PROGRESS_AFTER_S = 5.0
+PROGRESS_EVERY_S = 5.0
 
 
 @dataclass
@@ -108,6 +117,8 @@ class LoadPlan:
     dialect: Dialect = field(default_factory=ApexDialect)
     #: Follow every chat message's agent run (engine.streams): its events, figures and integrity.
     streams: bool = False
+    #: Print progress to the console every few seconds on a run longer than PROGRESS_AFTER_S.
+    progress: bool = True
     #: A gap between two consecutive events of a run longer than this makes the run ``stalled``.
     stall_threshold_s: float = 1.0
     #: After every message has its outcome, wait until no stream event came for this long (a
@@ -544,6 +555,7 @@ class LoadConnection:
         """The scheduler's send of ``seq``; deferred while the connection is down or catching up."""
         tracker = self.tracker
         tracker.scheduled = seq + 1
+        self.engine._bucket(self.engine.offered_buckets, intended_ns)
         if self.catching_up:
             return  # the reconnect sends it (late) after resending what was lost
         ws = self.ws
@@ -668,6 +680,50 @@ class LoadEngine:
         self.streams: StreamBook | None = StreamBook(plan.stall_threshold_s) if plan.streams else None
         self.last_stream_ns = 0
         self._third_ns = max(1, int(self.schedule.duration_s * 1e9 / 3))
+        #: Offered (by intended send time) and answered (by arrival) messages per time bucket:
+        #: the rate-over-time chart. Bounded: about TIMELINE_BUCKETS buckets, never under 100 ms.
+        self.bucket_ns = int(max(MIN_BUCKET_S, self.schedule.duration_s / TIMELINE_BUCKETS) * 1e9)
+        self.offered_buckets: list[int] = []
+        self.answered_buckets: list[int] = []
+
+    def _bucket(self, buckets: list[int], ts: int) -> None:
+        index = (ts - self.start_ns) // self.bucket_ns
+        if index < 0:
+            index = 0
+        elif index > MAX_BUCKET_INDEX:
+            return
+        while len(buckets) <= index:
+            buckets.append(0)
+        buckets[index] += 1
+
+    def timeline(self) -> dict[str, Any]:
+        """Offered and answered rates (msg/s) per bucket, from the start of the run."""
+        size = max(len(self.offered_buckets), len(self.answered_buckets))
+        bucket_s = self.bucket_ns / 1e9
+
+        def rates(buckets: list[int]) -> list[float]:
+            return [round(n / bucket_s, 3) for n in buckets + [0] * (size - len(buckets))]
+
+        return {"bucket_s": bucket_s, "offered": rates(self.offered_buckets), "answered": rates(self.answered_buckets)}
+
+    def progress_line(self) -> str:
+        """One line for the console: elapsed / planned, sent, answered, the answer rate of the last bucket."""
+        trackers = [c.tracker for c in self.connections]
+        elapsed = max(0.0, (time.perf_counter_ns() - self.start_ns) / 1e9)
+        sent = sum(t.sent for t in trackers)
+        answered = sum(p.answered for p in self.phases)
+        recent = self.answered_buckets[-2] if len(self.answered_buckets) >= 2 else 0
+        rate = recent / (self.bucket_ns / 1e9)
+        return (
+            f"[apex] load '{self.plan.name}': {elapsed:.0f} of {self.schedule.duration_s:.0f} s, "
+            f"sent {sent:,} of {self.schedule.total:,}, answered {answered:,}, answering {rate:,.0f} msg/s"
+        )
+
+    async def _report_progress(self) -> None:
+        """Print :meth:`progress_line` to the console every PROGRESS_EVERY_S (never to the log)."""
+        while True:
+            await asyncio.sleep(PROGRESS_EVERY_S)
+            console(self.progress_line())
 
     # -- schedule ----------------------------------------------------------------------------
 
@@ -702,6 +758,7 @@ class LoadEngine:
     def on_answer(self, k: int, offset_ns: int, latency_ns: int, ts: int) -> None:
         """The first answer to message ``k`` (intended ``offset_ns`` after the start)."""
         self.latency.record_ns(latency_ns)
+        self._bucket(self.answered_buckets, ts)
         figures = self.phases[self.schedule.phase_of(k)]
         if len(self.phases) > 1:
             figures.latency.record_ns(latency_ns)
@@ -784,14 +841,24 @@ class LoadEngine:
         return sum(1 for c in self.connections if c.handshake_s > 0)
 
     async def run(self, lead_s: float = 0.02) -> LoadResult:
-        """Send the schedule, wait for the answers (at most ``drain_timeout_s``), return the figures."""
+        """Send the schedule, wait for the answers (at most ``drain_timeout_s``), return the figures.
+
+        A run planned longer than PROGRESS_AFTER_S prints its progress to the console every
+        PROGRESS_EVERY_S (from the loop thread, straight to the console: never into the log).
+        """
         self.start_ns = time.perf_counter_ns() + int(lead_s * 1e9)
         self.probe.start()
+        reporter = (
+            asyncio.create_task(self._report_progress(), name="load-progress")
+            if self.plan.progress and self.schedule.duration_s > PROGRESS_AFTER_S else None
+        )
         try:
             await self._send_all()
             self.send_done_ns = time.perf_counter_ns()
             await self._drain()
         finally:
+            if reporter is not None:
+                reporter.cancel()
             await self.probe.stop()
         self.end_ns = time.perf_counter_ns()
         if self.plan.verify_processing:
@@ -993,6 +1060,12 @@ class LoadEngine:
             processing=self.processing,
             examples=[e for t in trackers for e in t.examples][:MAX_REASONS],
             streams=self.streams.figures() if self.streams is not None else None,
+            timeline=self.timeline(),
+            phase_bounds=[
+                {"name": p.phase.name, "start_s": self.schedule.phase_start_ns(i) / 1e9,
+                 "end_s": self.schedule.phase_start_ns(i) / 1e9 + p.phase.duration_s, "target_rate": p.phase.rate}
+                for i, p in enumerate(self.phases)
+            ],
         )
 
 
@@ -1065,6 +1138,10 @@ class LoadResult:
     examples: list[str]
     #: The agent runs (engine.streams.StreamBook.figures) when the run followed them, else None.
     streams: dict[str, Any] | None = None
+    #: Offered and answered msg/s per bucket (``bucket_s``) from the start: the rate chart.
+    timeline: dict[str, Any] | None = None
+    #: Each phase's name, start and end (s from the start) and target rate.
+    phase_bounds: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def delivery_ratio(self) -> float:

@@ -60,7 +60,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from .metrics import LatencyHistogram
+from .metrics import SUMMARY_PERCENTILES, LatencyHistogram, rank_interval
 from .tracking import IntervalSet
 
 STARTED = "agent_started"
@@ -99,6 +99,11 @@ MAX_WITNESSES = 5
 MAX_RECENT = 1024
 #: Runs with an anomaly whose class may still change after their final (bounded, oldest forgotten).
 MAX_FLAGGED = 4096
+#: Runs drawn in the timeline chart: the first ones, and a few flagged ones besides.
+TIMELINE_RUNS = 20
+TIMELINE_FLAGGED = 6
+#: Events kept per traced run.
+MAX_MARKS = 64
 #: Tool names tracked per run in progress.
 MAX_TOOLS = 32
 
@@ -127,6 +132,7 @@ class Run:
         "last_chunk_ns",
         "last_event",
         "last_ns",
+        "marks",
         "message_id",
         "owner",
         "run_id",
@@ -154,6 +160,8 @@ class Run:
         self.last_chunk_ns = 0
         self.flags: set[str] = set()
         self.sample: list[str] = []
+        #: (offset ns from the intended send, event) of a run drawn in the timeline chart, else None
+        self.marks: list[tuple[int, str]] | None = None
 
     def label(self) -> str:
         run_id = self.run_id
@@ -197,6 +205,9 @@ class StreamBook:
         self.runs = 0  # runs seen (with at least one event or final)
         self.event_count = 0
         self.finished = False
+        #: The runs drawn in the timeline chart (the first TIMELINE_RUNS, and a few flagged ones).
+        self.timelines: dict[tuple[int, int], dict[str, Any]] = {}
+        self._traced = 0
 
     # -- what arrives ------------------------------------------------------------------------
 
@@ -205,6 +216,9 @@ class StreamBook:
         if run is None:
             run = self.active[key] = Run(owner, message_id, intended_ns)
             self.runs += 1
+            if self._traced < TIMELINE_RUNS:
+                self._traced += 1
+                run.marks = []
         return run
 
     def is_done(self, key: tuple[int, int]) -> bool:
@@ -350,6 +364,8 @@ class StreamBook:
         run.last_ns = ts
         run.last_event = event
         run.note(event, ts, detail)
+        if run.marks is not None and len(run.marks) < MAX_MARKS:
+            run.marks.append((ts - run.intended_ns, event))
 
     def _flag(self, run: Run, anomaly: str, witness: str) -> None:
         if anomaly in run.flags:
@@ -361,6 +377,7 @@ class StreamBook:
 
     def _retire(self, key: tuple[int, int], run: Run, final_ns: int, final: bool = True) -> None:
         del self.active[key]
+        self._trace(key, run)
         self._done.setdefault(key[0], IntervalSet()).add(key[1])
         for anomaly in run.flags:
             self.counts[anomaly] += 1
@@ -375,8 +392,42 @@ class StreamBook:
             if len(self._recent) > MAX_RECENT:
                 self._recent.popitem(last=False)
 
+    def _trace(self, key: tuple[int, int], run: Run) -> None:
+        """Keep a finished run for the timeline chart: a traced one, or one of the first flagged."""
+        marks = run.marks
+        if marks is None:
+            flagged = sum(1 for t in self.timelines.values() if t["failed"])
+            if not run.flags or flagged >= TIMELINE_FLAGGED:
+                return
+            marks = _marks_of(run.sample)
+        self.timelines[key] = {
+            "label": run.label(),
+            "sent_s": 0.0,
+            "events": [(round(offset / 1e9, 6), event) for offset, event in marks],
+            "failed": bool(run.flags),
+            "note": ", ".join(sorted(run.flags)),
+        }
+
+    def gap_sample(self, limit: int = 2000) -> list[float]:
+        """Up to ``limit`` gaps in seconds, in the pooled distribution's proportions (for a chart)."""
+        histogram = self.gaps._flush()  # noqa: SLF001 (the same package)
+        total = histogram.get_total_count()
+        if not total:
+            return []
+        scale = min(1.0, limit / total)
+        values: list[float] = []
+        for item in histogram.get_recorded_iterator():
+            count = item.count_added_in_this_iter_step
+            kept = max(1, round(count * scale))
+            values.extend([item.value_iterated_to / 1e6] * kept)
+        return values[: limit * 2]
+
     def _flag_done(self, key: tuple[int, int], anomaly: str, witness: str) -> None:
         """A finished run gains ``anomaly``: it moves out of ``complete`` if it was there."""
+        traced = self.timelines.get(key)
+        if traced is not None:
+            traced["failed"] = True
+            traced["note"] = ", ".join(sorted(set(filter(None, traced["note"].split(", "))) | {anomaly}))
         flags = self._flagged.get(key)
         if flags is None:
             flags = set()
@@ -432,6 +483,7 @@ class StreamBook:
                 f"p99.9_{unit}": histogram.get_value_at_percentile(99.9),
                 f"max_{unit}": histogram.get_max_value(),
                 f"min_{unit}": histogram.get_min_value(),
+                "ci": _intervals(histogram),
             }
 
         return {
@@ -446,7 +498,33 @@ class StreamBook:
             "inter_event_gap": _times(self.gaps),
             "events_per_run": counted(self.events_per_run, "events"),
             "chars_per_second": counted(self.chars_per_second, "chars"),
+            "timelines": list(self.timelines.values()),
+            "gap_sample_s": self.gap_sample(),
         }
+
+
+def _marks_of(sample: list[str]) -> list[tuple[int, str]]:
+    """(offset ns, event) from a run's sample lines (``tool_completed 'x' +0.143 s``)."""
+    marks = []
+    for line in sample:
+        head, _, offset = line.rpartition(" +")
+        try:
+            marks.append((int(float(offset.removesuffix(" s")) * 1e9), head.split(" ")[0]))
+        except ValueError:
+            continue
+    return marks
+
+
+def _intervals(histogram: HdrHistogram) -> dict[str, list[float] | None]:
+    """Each summary percentile's 95% confidence interval (order statistics), None: too few samples."""
+    count = histogram.get_total_count()
+    intervals: dict[str, list[float] | None] = {}
+    for name, percentile in SUMMARY_PERCENTILES.items():
+        ranks = rank_interval(count, percentile)
+        intervals[name] = (
+            [histogram.get_value_at_percentile(100.0 * rank / count) for rank in ranks] if ranks else None
+        )
+    return intervals
 
 
 def _times(histogram: LatencyHistogram) -> dict[str, float]:

@@ -23,7 +23,7 @@ from ..engine.health import DEFAULT_MAX_LATE_FRACTION
 from ..engine.load import LoadResult
 from ..engine.schedule import Phase
 from ..engine.streams import ANOMALIES, MEANINGS, STALLED
-from .checks import Statistic
+from .checks import Statistic, sample_figures
 from .load import LoadKeywords, MessageType, _positive_rate, _positive_seconds
 
 #: The content of every chat message of an agent load (its answer echoes it).
@@ -243,8 +243,11 @@ class AgentRunKeywords(LibraryComponent):
                 f"No agent run of load '{result.name}' has a {figure.value.replace('_', ' ')} "
                 f"({streams['runs']} run(s) seen): nothing to judge."
             )
+        interval = (summary.get("ci_s") or summary.get("ci") or {}).get(statistic.value)
         return self.ctx.check(label, value, operator, expected, unit=unit,
-                              timing=True if figure is AgentRunFigure.chars_per_second else None)
+                              timing=True if figure is AgentRunFigure.chars_per_second else None,
+                              **sample_figures(summary["count"], statistic, interval),
+                              meta={"load": result.name, "figure": figure.value, "statistic": statistic.value})
 
     @keyword(tags=("load", "agents", "measure"))
     def get_agent_run_count(self, run_class: RunClass, operator: AssertionOperator | None = None, expected: Any = None) -> int:

@@ -32,6 +32,23 @@ class Statistic(enum.Enum):
     p999 = "p99.9"
 
 
+def percentile_of(statistic: Statistic) -> float | None:
+    """The percentile (0–100) a statistic names, or ``None`` for mean, min and max."""
+    return None if statistic in (Statistic.mean, Statistic.max, Statistic.min) else float(statistic.value[1:])
+
+
+def sample_figures(count: int, statistic: Statistic, interval: Any) -> dict[str, Any]:
+    """The ``percentile``/``samples``/``interval`` arguments of ``Context.check`` for a statistic.
+
+    ``interval`` is the statistic's confidence interval (a pair, or None: too few samples).
+    Mean, min and max carry their sample count only.
+    """
+    percentile = percentile_of(statistic)
+    if percentile is None:
+        return {"samples": count}
+    return {"percentile": percentile, "samples": count, "interval": tuple(interval) if interval else None}
+
+
 def statistic_of(histogram: LatencyHistogram, statistic: Statistic) -> float:
     if statistic is Statistic.mean:
         return histogram.mean
@@ -147,8 +164,14 @@ class CheckKeywords(LibraryComponent):
         times = checks.response_times_ns(self._events(connection), response_type)
         if not times:
             raise AssertionError(f"No {response_type} in this test: there are no response times.")
-        value = statistic_of(LatencyHistogram.of(times), statistic)
-        return self.ctx.check(f"response time {statistic.value}", round(value, 6), operator, expected, unit="s")
+        histogram = LatencyHistogram.of(times)
+        value = statistic_of(histogram, statistic)
+        percentile = percentile_of(statistic)
+        interval = histogram.interval(percentile) if percentile is not None else None
+        return self.ctx.check(
+            f"response time {statistic.value}", round(value, 6), operator, expected, unit="s",
+            **sample_figures(histogram.count, statistic, interval),
+        )
 
     @keyword(tags=("check", "measure", "throughput"))
     def get_answered_throughput(

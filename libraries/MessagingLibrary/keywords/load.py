@@ -22,11 +22,11 @@ from robot.api import logger
 from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 
-from ..context import LibraryComponent, Measurement, seconds
+from ..context import Artefact, LibraryComponent, Measurement, seconds
 from ..engine.health import DEFAULT_MAX_LATE_FRACTION
 from ..engine.load import LoadEngine, LoadPlan, LoadResult
 from ..engine.schedule import Phase
-from .checks import Statistic
+from .checks import Statistic, sample_figures
 from .reporting import _safe_name
 
 #: Latencies below this count as this much when judging degradation, so jitter of a fast
@@ -271,6 +271,7 @@ class LoadKeywords(LibraryComponent):
                 raise self.ctx.unsupported("configure_session", f"this load run needs it: {problem}")
             raise RuntimeError(f"Load run '{label}' not started: {problem}")
         self.last = result
+        self.ctx.artefacts.append(Artefact("load", result, self.ctx.step))
         if result.configure_problem:  # configure_optional: the target lacks configure_session
             logger.warn(
                 f"Load run '{label}': the target has no configure_session ({target.dialect.describe()}), "
@@ -360,7 +361,8 @@ class LoadKeywords(LibraryComponent):
         result = self._result()
         value = _figure(result, figure, phase)
         label = f"{figure.value.replace('_', ' ')} of {_run_label(result, phase)}"
-        return self.ctx.check(label, value, operator, expected, unit=_UNITS.get(figure, "count"))
+        return self.ctx.check(label, value, operator, expected, unit=_UNITS.get(figure, "count"),
+                              meta={"load": result.name, "phase": phase, "figure": figure.value})
 
     @keyword(tags=("load", "measure", "latency"))
     def get_load_latency(
@@ -386,7 +388,11 @@ class LoadKeywords(LibraryComponent):
         if summary["count"] == 0 and operator is not None:
             raise AssertionError(f"No answers in load run '{result.name}'{f' phase {phase}' if phase else ''}: no latency to judge.")
         label = f"latency {statistic.value} of {_run_label(result, phase)}"
-        return self.ctx.check(label, value, operator, expected, unit="s")
+        interval = summary.get("ci_s", {}).get(statistic.value)
+        return self.ctx.check(
+            label, value, operator, expected, unit="s", **sample_figures(summary["count"], statistic, interval),
+            meta={"load": result.name, "phase": phase, "figure": "latency", "statistic": statistic.value},
+        )
 
     @keyword(tags=("load", "measure", "latency"))
     def get_load_latency_degradation(self, operator: AssertionOperator | None = None, expected: Any = None) -> float:

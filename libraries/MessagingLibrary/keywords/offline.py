@@ -20,12 +20,12 @@ from assertionengine import AssertionOperator
 from robot.api import SkipExecution, logger
 from robot.api.deco import keyword
 
-from ..context import LibraryComponent, Measurement, seconds
+from ..context import Artefact, LibraryComponent, Measurement, seconds
 from ..engine import offline
 from ..engine.history import Event
 from ..engine.metrics import LatencyHistogram
 from ..engine.session import ServerError, Session
-from .checks import Statistic, statistic_of
+from .checks import Statistic, percentile_of, sample_figures, statistic_of
 from .connection import ConnectionKeywords
 from .state import field_value
 
@@ -611,6 +611,10 @@ class OfflineQueueKeywords(LibraryComponent):
         for name, value in counts.items():
             if name != "unaccounted":
                 self.ctx.measurements.append(Measurement(f"offline {name}", value, "count"))
+        self.ctx.artefacts.append(Artefact("offline", {
+            **counts, "user": user, "capacity": state.get("offline_capacity"), "policy": state.get("offline_policy"),
+            "failed": bool(books.problems), "note": books.problems[0] if books.problems else "",
+        }, self.ctx.step))
         self._enforce(books.result())
         return counts
 
@@ -640,10 +644,13 @@ class OfflineQueueKeywords(LibraryComponent):
         ]
         if not times:
             raise AssertionError("No reconnect in this test: there is no reconnect time.")
-        value = statistic_of(LatencyHistogram.of(times), statistic)
+        histogram = LatencyHistogram.of(times)
+        value = statistic_of(histogram, statistic)
+        percentile = percentile_of(statistic)
+        interval = histogram.interval(percentile) if percentile is not None else None
         return self.ctx.check(
             f"reconnect time {statistic.value}", round(value, 6), operator, expected, unit="s",
-            message=f"over {len(times)} reconnect(s)",
+            message=f"over {len(times)} reconnect(s)", **sample_figures(histogram.count, statistic, interval),
         )
 
     @keyword(tags=("offline", "delivery", "measure"))

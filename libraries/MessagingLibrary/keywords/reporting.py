@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from html import escape
 from typing import Any
+
+from urllib.parse import urlsplit
 
 import orjson
 from robot.api import logger
 from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn
 
-from ..context import LibraryComponent, Measurement, format_value
+from ..context import LibraryComponent, Measurement, format_interval, format_value
+from .. import charts
+from ..report_charts import charts_for
+from ..version import __version__
 from ..engine.history import FAULT, Event
 
 
@@ -41,19 +47,40 @@ class ReportingKeywords(LibraryComponent):
 
     @keyword(tags=("reporting",))
     def log_measurements(self) -> list[dict[str, Any]]:
-        """Logs this test's measured values against their thresholds as a table, and saves them.
+        """Logs this test's measured values against their thresholds, with its charts, and saves them.
 
-        Every measuring keyword with an assertion adds a row (also when it failed). The rows
-        are appended to ``${OUTPUT DIR}/metrics.jsonl`` (started afresh by each run) with the
-        suite and test names, and the table is cleared. When the fault proxy injected faults
-        in this test, a second table lists them with their times (the cause next to the
-        effect). Call it in the test teardown. Returns the rows.
+        Every measuring keyword with an assertion adds a row (also when it failed). What a
+        reader gets:
+
+        - the test's documentation gains the table of the server's figures (what was measured,
+          the sample count and 95% confidence interval of a percentile, the threshold and the
+          verdict), so it shows at the test's level of the log and in ``report.html`` without
+          expanding anything; a template's rows are grouped by the template row that measured
+          them;
+        - this keyword's log message: the same table, the load generator's own figures in a
+          second table, and the charts drawn from what the test measured (latency spectrum,
+          offered vs answered rate, rate steps, agent run timeline and gaps, memory and CPU,
+          offline queue: see ``report_charts``), thresholds as in the table, failures marked;
+        - a line per test in ``${OUTPUT DIR}/metrics.jsonl`` (started afresh by each run) with
+          the suite and test names, and the figures for ``summary.html``.
+
+        When the fault proxy injected faults in this test, a further table lists them with
+        their times (the cause next to the effect). Call it in the test teardown. Returns the
+        rows.
 
         | [Teardown]    Log Measurements
         """
         self._log_injected_faults()
         rows, self.ctx.measurements = list(self.ctx.measurements), []
-        if not rows:
+        for start, step in self.ctx.step_marks:  # each row belongs to the template row it came in
+            for row in rows[start:]:
+                row.step = step
+        self.ctx.step_marks = []
+        artefacts, self.ctx.artefacts = list(self.ctx.artefacts), []
+        drawn = self._charts(artefacts, rows)
+        figures = [figure_of(row) for row in rows]
+        self.ctx.test_record = {"figures": figures, "charts": drawn}
+        if not rows and not drawn:
             logger.info("No measurements in this test.")
             return []
         variables = BuiltIn().get_variables()
@@ -69,8 +96,59 @@ class ReportingKeywords(LibraryComponent):
         self._written.add(path)
         with path.open(mode) as out:
             out.write(orjson.dumps(record) + b"\n")
-        logger.info(_table(rows), html=True)
+        server = [row for row in rows if row.source == "server"]
+        if server or drawn:
+            try:
+                BuiltIn().set_test_documentation(doc_table(server) + doc_charts(drawn[:DOC_CHARTS]), append=True)
+            except RuntimeError:
+                pass  # not in a test (a suite teardown): the log message still has it
+        payload = base64.b64encode(orjson.dumps({"version": 1, "figures": figures})).decode("ascii")
+        charts_html = "".join(
+            f"<div class='apex-chart-box' style='margin:8px 0'>{svg}</div>" for _, svg in drawn
+        )
+        logger.info(_table(rows) + charts_html + f"<!--apex-record:{payload}-->", html=True)
         return record["measurements"]
+
+    @keyword(tags=("reporting",))
+    def set_run_metadata(self, mock_faults: str = "", proxy: str = "", proxy_faults: str = "") -> dict[str, str]:
+        """Says what this run tested, as metadata of the whole run (``report.html``, ``log.html``, ``summary.html``).
+
+        Call it after `Configure Target`. Sets ``Target`` (``built-in mock`` with its URL, or
+        the target's name and host: a run against the mock must not read like one against
+        staging), ``Dialect``, ``Faults`` (of the built-in mock), ``Proxy`` (the fault proxy) and
+        ``Library version``.
+        Returns them. Tokens and passwords never appear: a URL's user info and query are
+        left out.
+
+        | Set Run Metadata    mock_faults=${APEX_MOCK_FAULTS}    proxy=${APEX_PROXY}    proxy_faults=${APEX_PROXY_FAULTS}
+        """
+        target = self.ctx.target
+        if target.url is None:
+            raise RuntimeError("No target is configured: use 'Configure Target' before 'Set Run Metadata'.")
+        where = _host_of(target.url)
+        proxied = bool(proxy_faults) or str(proxy).strip().lower() in ("on", "yes", "true", "1")
+        described = {
+            "Target": f"built-in mock ({where})" if target.name == "mock" else f"{target.name}: {where}",
+            "Dialect": target.dialect.name,
+            "Faults": (mock_faults or "none") if target.name == "mock" else "not applicable (not the built-in mock)",
+            "Proxy": ("on, faults: " + proxy_faults if proxy_faults else "on, no standing fault") if proxied else "off",
+            "Library version": __version__,
+        }
+        builtin = BuiltIn()
+        for name, value in described.items():
+            builtin.set_suite_metadata(name, value, top=True)
+        self.ctx.run_metadata = described
+        return described
+
+    def _charts(self, artefacts: list, rows: list[Measurement]) -> list[tuple[str, str]]:
+        """The test's charts; a chart that cannot be drawn is a warning, never a failed test."""
+        if not artefacts:
+            return []
+        try:
+            return charts_for(artefacts, rows)
+        except Exception as error:  # noqa: BLE001 (a report must not change a verdict)
+            logger.warn(f"The charts of this test could not be drawn: {type(error).__name__}: {error}")
+            return []
 
     def _log_injected_faults(self) -> None:
         events = self.ctx.history.select(self.ctx.test_mark, direction=FAULT)
@@ -124,34 +202,142 @@ def _fault_table(events: list[Event], started_ns: int) -> str:
 
 #: Colours of a row's verdict in the measurement table.
 _VERDICT_COLOURS = {"PASS": "#1a7f37", "FAIL": "#cf222e", "INCONCLUSIVE": "#9a6700", "": "inherit"}
+_CELL = "style='border:1px solid #d0d7de;padding:3px 8px"
+
+
+def _host_of(url: str) -> str:
+    """``ws://host:port/path`` without user info or query (a token may sit in either)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def label_of(name: str) -> str:
+    """A row's name in words: ``agent_state.memory_usage.total_objects`` → ``agent state: memory usage: total objects``.
+
+    Names that are already words are kept (they are what failure messages and the fault
+    catalogue say).
+    """
+    dotted = re.fullmatch(r"([a-z_]+)\.([a-z_.]+)", name)
+    if dotted:
+        return ": ".join(part.replace("_", " ") for part in name.split("."))
+    return name
+
+
+def measured_text(row: Measurement) -> str:
+    """The measured value in human units."""
+    return format_value(row.value, row.unit)
+
+
+def samples_text(row: Measurement) -> str:
+    return "" if row.samples is None else f"{row.samples:,}"
+
+
+def figure_of(row: Measurement) -> dict[str, Any]:
+    """A row as the run summary reads it (MessagingLibrary.summary.Figure)."""
+    return {
+        "key": row.name,
+        "label": label_of(row.name),
+        "value": row.value if isinstance(row.value, (int, float)) and not isinstance(row.value, bool) else None,
+        "unit": row.unit,
+        "display": measured_text(row),
+        "operator": row.operator,
+        "threshold": row.expected if isinstance(row.expected, (int, float)) and not isinstance(row.expected, bool) else None,
+        "threshold_display": "" if row.expected is None else format_value(row.expected, row.unit),
+        "verdict": row.verdict,
+        "reason": row.inconclusive,
+        "samples": row.samples,
+        "ci_display": format_interval(row.interval, row.unit),
+        "source": row.source,
+        "step": row.step,
+    }
+
+
+#: Charts shown in the test's documentation (visible without a click; all are in the log message).
+DOC_CHARTS = 2
+
+
+def doc_charts(drawn: list[tuple[str, str]]) -> str:
+    """Charts as images in Robot documentation syntax (``[data:image/svg+xml;base64,...|title]``)."""
+    images = []
+    for title, svg in drawn:
+        name = re.sub(r"[\[\]|]", " ", title)
+        images.append(f"[{charts.svg_data_uri(svg)}|{name}]")
+    return ("\n\n" + "\n\n".join(images)) if images else ""
+
+
+def _cell(text: str) -> str:
+    """A cell of a Robot documentation table: no pipe, no line break."""
+    return " ".join(str(text).replace("|", "/").split()) or " "
+
+
+def doc_table(rows: list[Measurement]) -> str:
+    """The server's figures as a Robot documentation table (shown at the test's level and in report.html)."""
+    if not rows:
+        return ""
+    lines = ["", "", "*Measured in this run*", "", "| =Figure= | =Measured= | =Samples (95% CI)= | =Threshold= | =Result= |"]
+    step = None
+    for row in rows:
+        if row.step and row.step != step:
+            step = row.step
+            lines.append(f"| *{_cell(step)}* | | | | |")
+        threshold = "" if row.expected is None else f"{row.operator} {format_value(row.expected, row.unit)}"
+        interval = format_interval(row.interval, row.unit).removeprefix("95% CI ")
+        samples = samples_text(row) + (f" ({interval})" if interval else "")
+        verdict = row.verdict or "recorded"  # an inconclusive row's reason is in the test's message
+        lines.append(f"| {_cell(label_of(row.name))} | {_cell(measured_text(row))} | {_cell(samples)} | "
+                     f"{_cell(threshold)} | {_cell(verdict)} |")
+    return "\n".join(lines)
 
 
 def _table(rows: list[Measurement]) -> str:
-    """The measured-vs-threshold table: the server's figures, then the load generator's own.
+    """The measured-vs-threshold tables: the server's figures, then the load generator's own.
 
-    A row is PASS or FAIL against its threshold, INCONCLUSIVE when the load generator fell
-    behind its schedule (its reason in the cell's title), or blank when only recorded.
+    A row is PASS or FAIL against its threshold, INCONCLUSIVE when it could not be judged (the
+    load generator fell behind, or too few samples for the percentile: the reason in the row),
+    or blank when only recorded. A template's rows are grouped under the row that measured them.
     """
-    head = "<tr><th>of</th><th>measure</th><th>measured</th><th>check</th><th>threshold</th><th>result</th></tr>"
+    server = [r for r in rows if r.source != "generator"]
+    generator = [r for r in rows if r.source == "generator"]
+    html = ""
+    if server:
+        html += "<b>Measured in this test</b>" + _html_table(server)
+    if generator:
+        html += ("<b>The load generator's own figures</b> (whether it kept its schedule, and so could judge "
+                 "the server)" + _html_table(generator))
+    return html
+
+
+def _html_table(rows: list[Measurement]) -> str:
+    head = "".join(
+        f"<th {_CELL};background:#f6f8fa'>{h}</th>"
+        for h in ("figure", "measured", "samples", "95% confidence interval", "check", "threshold", "result")
+    )
     body = []
-    for row in sorted(rows, key=lambda r: r.source != "server"):
+    step = None
+    for row in rows:
+        if row.step and row.step != step:
+            step = row.step
+            body.append(f"<tr><td colspan='7' {_CELL};background:#eaeef2;font-weight:bold'>{escape(step)}</td></tr>")
         verdict = row.verdict
         colour = _VERDICT_COLOURS[verdict]
         threshold = "" if row.expected is None else format_value(row.expected, row.unit)
-        title = f" title='{escape(row.inconclusive, quote=True)}'" if row.inconclusive else ""
+        reason = f"<br><small>{escape(row.inconclusive)}</small>" if row.inconclusive else ""
         body.append(
             "<tr>"
-            f"<td>{escape(row.source)}</td>"
-            f"<td>{escape(row.name)}</td>"
-            f"<td style='text-align:right'>{escape(format_value(row.value, row.unit))}</td>"
-            f"<td style='text-align:center'>{escape(row.operator)}</td>"
-            f"<td style='text-align:right'>{escape(threshold)}</td>"
-            f"<td style='color:{colour};font-weight:bold'{title}>{verdict}</td>"
+            f"<td {_CELL}'>{escape(label_of(row.name))}</td>"
+            f"<td {_CELL};text-align:right'>{escape(measured_text(row))}</td>"
+            f"<td {_CELL};text-align:right'>{escape(samples_text(row))}</td>"
+            f"<td {_CELL}'>{escape(format_interval(row.interval, row.unit).removeprefix('95% CI '))}</td>"
+            f"<td {_CELL};text-align:center'>{escape(row.operator)}</td>"
+            f"<td {_CELL};text-align:right'>{escape(threshold)}</td>"
+            f"<td {_CELL};color:{colour};font-weight:bold'>{verdict or 'recorded'}{reason}</td>"
             "</tr>"
         )
     return (
-        "<table border='1' style='border-collapse:collapse' cellpadding='4'>"
-        + head
-        + "".join(body)
-        + "</table>"
+        "<table class='apex-measurements' style='border-collapse:collapse;margin:4px 0 10px 0'>"
+        f"<tr>{head}</tr>" + "".join(body) + "</table>"
     )

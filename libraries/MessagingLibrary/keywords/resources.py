@@ -15,7 +15,7 @@ from assertionengine import AssertionOperator, verify_assertion
 from robot.api import SkipExecution, logger
 from robot.api.deco import keyword
 
-from ..context import LibraryComponent, coerce_expected, seconds
+from ..context import Artefact, LibraryComponent, coerce_expected, seconds
 from ..engine.mock_process import MockProcess
 from ..engine.monitor import CLIENT, SERVER, UNITS, ResourceMonitor, psutil_reader
 from ..engine.session import ServerError
@@ -89,6 +89,7 @@ class ResourceKeywords(LibraryComponent):
         monitor = ResourceMonitor(reader, source, seconds(interval) or 0.1)
         self.ctx.run(monitor.start(), 10.0, "Starting the resource monitor")
         self.ctx.monitor = monitor
+        self.ctx.artefacts.append(Artefact("monitor", monitor, self.ctx.step))
         self.ctx.own(monitor)
         logger.info(f"Resource monitor started: client = this process, server = {source or 'not available'}.")
 
@@ -166,6 +167,7 @@ class ResourceKeywords(LibraryComponent):
         return self.ctx.check(
             f"{process.value} {name}", value, operator, expected,
             unit=UNITS[figure.value], message=f"source: {figures['source']}",
+            meta={"process": process.value, "figure": figure.value, "baseline_mb": figures.get("baseline_mb")},
         )
 
     @keyword(tags=("resources", "monitor", "measure", "wait"))
