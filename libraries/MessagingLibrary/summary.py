@@ -833,6 +833,10 @@ def _charts_section(run: RunModel) -> str:
     return "<h2 id='charts'>Charts that matter</h2>" + "".join(blocks)
 
 
+#: Metadata the page does not repeat (a link to this very page, for log.html and report.html).
+_NOT_SHOWN = {"runsummary"}
+
+
 def _header(run: RunModel) -> str:
     css, line = overall(run)
     target = _meta(run.metadata, "Target")
@@ -847,7 +851,7 @@ def _header(run: RunModel) -> str:
         rows.append(f"<dt>{_e(name)}</dt><dd>{_e(value) if value else '<span class=note>none recorded</span>'}</dd>")
     known = {_norm(k) for k in _KNOWN_METADATA}
     for key, value in run.metadata.items():
-        if _norm(key) not in known:
+        if _norm(key) not in known and _norm(key) not in _NOT_SHOWN:
             rows.append(f"<dt>{_e(key)}</dt><dd>{_e(value)}</dd>")
     rows.append(f"<dt>Started</dt><dd>{_e(_shown_time(run.started))}</dd>")
     rows.append(f"<dt>Ended</dt><dd>{_e(_shown_time(run.ended))}{_e(_duration(run.started, run.ended))}</dd>")

@@ -29,6 +29,7 @@ from apex_faults.catalogue import (
 )
 from apex_faults.runner import robot_environment, run_process_group
 
+from .browser import check_pages_in_browser, require_browser
 from .robot_runs import ROOT, assert_no_secret_in_artefacts, hand_started_mock
 
 pytestmark = pytest.mark.suite
@@ -81,6 +82,18 @@ def test_every_fault_is_caught_exactly_as_guarded_and_the_baselines_are_green(tm
     assert set(verdicts) == set(names)
     assert _allowing_inconclusive(verdicts, expected) == expected, _problems(data)
     _baseline_artefacts_are_complete(output / "runs", data)
+    _reports_render_in_a_browser(output, tmp_path / "browser")
+
+
+def _reports_render_in_a_browser(output: Path, screenshots: Path) -> None:
+    """What a stakeholder opens: matrix.html, and a no-fault run's summary.html and log.html of
+    the throughput and agent suites (their charts), checked in headless Chromium."""
+    require_browser()
+    pages = [output / "matrix.html"]
+    for key in ("3", "4"):
+        run = output / "runs" / "none" / suite(key).stem
+        pages += [run / "summary.html", run / "log.html"]
+    check_pages_in_browser(pages, screenshots, min_charts={"summary.html": 2, "log.html": 4})
 
 
 def _baseline_artefacts_are_complete(runs: Path, data: dict) -> None:

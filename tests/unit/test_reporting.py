@@ -259,3 +259,21 @@ def test_the_listener_labels_template_rows_fills_the_documentation_and_writes_su
     summary = (out / "summary.html").read_text(encoding="utf-8")
     assert "Template Rows Are Labelled" in summary and "A Plain Test" in summary
     assert list((out / "apex-runs").glob("*.json")), "the run's figures were not kept for the next comparison"
+
+
+# --------------------------------------------------------------------------- progress on the console
+
+
+def test_a_load_run_reports_its_progress_on_the_console_never_in_the_log(capfd):
+    from MessagingLibrary.engine.console import console
+    from MessagingLibrary.engine.load import PROGRESS_AFTER_S, LoadEngine, LoadPlan
+    from MessagingLibrary.engine.schedule import Phase
+
+    engine = LoadEngine(LoadPlan(url="ws://127.0.0.1:9", tokens=["t"], phases=[Phase("soak", 100.0, 10.0)], name="soak"))
+    engine.start_ns = 0  # "elapsed" is whatever the clock says: only the shape is asserted
+    line = engine.progress_line()
+    assert line.startswith("[apex] load 'soak': ") and " of 10 s, sent 0 of 1,000, answered 0, answering " in line
+    assert line.endswith(" msg/s")
+    console(line)
+    assert capfd.readouterr().out == line + "\n"
+    assert engine.schedule.duration_s > PROGRESS_AFTER_S  # this run would report; a 2 s step would not

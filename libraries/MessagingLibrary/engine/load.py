@@ -67,8 +67,8 @@ MIN_BUCKET_S = 0.1
 #: Buckets past this index (a drain far longer than the run) are not counted: bounded memory.
 MAX_BUCKET_INDEX = 4 * TIMELINE_BUCKETS + 600
 #: A run planned longer than this prints its progress to the console every PROGRESS_EVERY_S.
-PROGRESS_AFTER_S = 5.0
-PROGRESS_EVERY_S = 5.0
+PROGRESS_AFTER_S = 4.0
+PROGRESS_EVERY_S = 2.5
 
 
 @dataclass

@@ -113,10 +113,10 @@ class ReportingKeywords(LibraryComponent):
     def set_run_metadata(self, mock_faults: str = "", proxy: str = "", proxy_faults: str = "") -> dict[str, str]:
         """Says what this run tested, as metadata of the whole run (``report.html``, ``log.html``, ``summary.html``).
 
-        Call it after `Configure Target`. Sets ``Target`` (``built-in mock`` with its URL, or
-        the target's name and host: a run against the mock must not read like one against
-        staging), ``Dialect``, ``Faults`` (of the built-in mock), ``Proxy`` (the fault proxy) and
-        ``Library version``.
+        Call it after `Configure Target`. Sets ``Target`` (``built-in mock``, or the target's
+        name and URL: a run against the mock must not read like one against staging; runs are
+        compared with earlier runs of the same target), ``Target URL``, ``Dialect``, ``Faults`` (of the built-in mock), ``Proxy`` (the fault proxy),
+        ``Library version`` and ``Run summary`` (a link to ``summary.html``).
         Returns them. Tokens and passwords never appear: a URL's user info and query are
         left out.
 
@@ -128,11 +128,15 @@ class ReportingKeywords(LibraryComponent):
         where = _host_of(target.url)
         proxied = bool(proxy_faults) or str(proxy).strip().lower() in ("on", "yes", "true", "1")
         described = {
-            "Target": f"built-in mock ({where})" if target.name == "mock" else f"{target.name}: {where}",
+            # The mock's port changes every run; the target's name must not (runs are compared by it).
+            "Target": "built-in mock" if target.name == "mock" else f"{target.name}: {where}",
+            "Target URL": where,
             "Dialect": target.dialect.name,
             "Faults": (mock_faults or "none") if target.name == "mock" else "not applicable (not the built-in mock)",
             "Proxy": ("on, faults: " + proxy_faults if proxy_faults else "on, no standing fault") if proxied else "off",
             "Library version": __version__,
+            # Written at the end of the run next to log.html and report.html.
+            "Run summary": "[summary.html|summary.html: every guarantee on one page]",
         }
         builtin = BuiltIn()
         for name, value in described.items():
