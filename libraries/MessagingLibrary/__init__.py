@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from robot.libraries.BuiltIn import BuiltIn
+from robot.running.context import EXECUTION_CONTEXTS
 from robot.running.model import TestCase as TestCaseData
 from robotlibcore import DynamicCore
 
@@ -271,6 +272,7 @@ class MessagingLibrary(DynamicCore):
         self._entries: list[Any] = []
         self._run_started = ""
         self._output_dir: Path | None = None
+        self._dry_run = False
         self._template_rows = 0
         connections = ConnectionKeywords(self.ctx)
         load = LoadKeywords(self.ctx, connections)
@@ -296,6 +298,8 @@ class MessagingLibrary(DynamicCore):
     def _start_suite(self, data, result) -> None:
         if self._output_dir is None:
             self._output_dir = self.ctx.output_dir()
+            running = EXECUTION_CONTEXTS.current
+            self._dry_run = bool(running is not None and running.dry_run)
             # The top suite's start, as apex-summary reads it from output.xml: the same run is
             # then one entry of the history, whichever wrote it.
             started = getattr(result, "start_time", None)
@@ -361,7 +365,9 @@ class MessagingLibrary(DynamicCore):
 
     def _write_summary(self) -> None:
         """``summary.html`` in the output directory, from this run's tests (``apex-summary`` rebuilds it from output.xml)."""
-        if not self._entries or self._output_dir is None or os.environ.get("APEX_SUMMARY", "").lower() in ("0", "off", "no"):
+        if not self._entries or self._output_dir is None or self._dry_run:
+            return  # nothing ran (a --dryrun measures nothing)
+        if os.environ.get("APEX_SUMMARY", "").lower() in ("0", "off", "no"):
             return
         run = RunModel(
             metadata=dict(self.ctx.run_metadata),

@@ -15,7 +15,8 @@ import subprocess
 import sys
 
 import pytest
-from apex_faults.catalogue import Throughput, suite
+from apex_faults.catalogue import Streams, Throughput, suite
+from MessagingLibrary.summary import load_output_xml
 
 from .browser import check_pages_in_browser, require_browser
 from .robot_runs import ROOT, run_suite
@@ -69,3 +70,21 @@ def test_a_slowdown_shows_as_a_regression_in_the_next_runs_summary(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     page = (rebuilt / "summary.html").read_text(encoding="utf-8")
     assert LATENCY in page and "apex-chart" in page and "FAILED" in page.upper()
+
+
+def test_a_percentile_on_too_few_runs_is_inconclusive_with_its_count_everywhere(tmp_path):
+    """Suite 4's steady load shortened to 1 s (20 runs): its p95s cannot be judged, and the test
+    says so instead of passing; the table and the summary show the count."""
+    results = tmp_path / "results"
+    run = run_suite(suite("4").file, results, tests=[Streams.STEADY], variables={"STEADY_DURATION": "1 s"})
+    outcome = run.outcomes[Streams.STEADY]
+    assert outcome.status == "SKIP" and outcome.inconclusive, outcome.message
+    assert "time to first event p95 of load 'steady' rests on 20 samples, too few to support p95" in outcome.message
+    assert "needs at least 72" in outcome.message
+    model = load_output_xml(results / "output.xml")
+    test = next(t for t in model.tests if t.name == Streams.STEADY)
+    assert "| time to first event p95 of load 'steady' |" in test.doc and "| INCONCLUSIVE |" in test.doc
+    figure = next(f for f in test.figures if f.key == "time to first event p95 of load 'steady'")
+    assert (figure.samples, figure.verdict) == (20, "INCONCLUSIVE")
+    summary = (results / "summary.html").read_text(encoding="utf-8")
+    assert "inconclusive" in summary.lower() and "rests on 20 samples" in html.unescape(summary)

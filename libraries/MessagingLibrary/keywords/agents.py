@@ -359,7 +359,7 @@ def _streams_html(result: LoadResult) -> str:
         s = streams[key]
         if s["count"]:
             rows.append((f"{title} p50 / p95 / p99 / max",
-                         " / ".join(_ms(s[k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")) + f" ({s['count']})"))
+                         " / ".join(_ms(s[k]) for k in ("p50_s", "p95_s", "p99_s", "max_s")) + f" (of {s['count']:,})"))
     events = streams["events_per_run"]
     if events["count"]:
         rows.append(("events per run p50 / max", f"{events['p50_events']} / {events['max_events']}"))

@@ -619,14 +619,17 @@ def _summary_html(result: LoadResult, file_name: str) -> str:
         ("generator", ("FELL BEHIND: " if result.generator.fell_behind else "kept its schedule: ") + result.generator.describe()),
         ("send rate / receive rate", f"{result.send_rate:.1f} / {result.receive_rate:.1f} msg/s"),
         ("latency p50 / p90 / p95 / p99 / p99.9 / max",
-         " / ".join(_ms(lat[k]) for k in ("p50_s", "p90_s", "p95_s", "p99_s", "p99.9_s", "max_s"))),
+         " / ".join(_ms(lat[k]) for k in ("p50_s", "p90_s", "p95_s", "p99_s", "p99.9_s", "max_s"))
+         + f" (of {lat['count']:,} answers; a percentile its sample cannot support: "
+         + (", ".join(k for k, ci in lat.get("ci_s", {}).items() if ci is None) or "none") + ")"),
         ("disconnects / injected drops / reconnects", f"{result.disconnects} / {result.injected_drops} / {result.reconnects}"),
     ]
     if len(result.phases) > 1:
         for p in result.phases:
             figures = (
                 f"target {p['target_rate']:g} msg/s: sent {p['sent']}, answered {p['answered']}, "
-                f"receive {p['receive_rate']:.1f} msg/s, p95 {_ms(p['latency']['p95_s'])}, p99 {_ms(p['latency']['p99_s'])}"
+                f"receive {p['receive_rate']:.1f} msg/s, p95 {_ms(p['latency']['p95_s'])}, p99 {_ms(p['latency']['p99_s'])} "
+                f"(of {p['latency']['count']:,} answers)"
             )
             rows.append((f"phase {p['name']}", figures))
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in rows)
