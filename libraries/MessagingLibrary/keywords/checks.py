@@ -49,6 +49,14 @@ def sample_figures(count: int, statistic: Statistic, interval: Any) -> dict[str,
     return {"percentile": percentile, "samples": count, "interval": tuple(interval) if interval else None}
 
 
+def measured_statistic(histogram: LatencyHistogram, statistic: Statistic) -> tuple[float, dict[str, Any]]:
+    """A statistic of ``histogram`` and what its row carries: the sample count and, for a
+    percentile, its confidence interval (the keyword arguments of ``Context.check``)."""
+    percentile = percentile_of(statistic)
+    interval = histogram.interval(percentile) if percentile is not None else None
+    return statistic_of(histogram, statistic), sample_figures(histogram.count, statistic, interval)
+
+
 def statistic_of(histogram: LatencyHistogram, statistic: Statistic) -> float:
     if statistic is Statistic.mean:
         return histogram.mean
@@ -164,14 +172,8 @@ class CheckKeywords(LibraryComponent):
         times = checks.response_times_ns(self._events(connection), response_type)
         if not times:
             raise AssertionError(f"No {response_type} in this test: there are no response times.")
-        histogram = LatencyHistogram.of(times)
-        value = statistic_of(histogram, statistic)
-        percentile = percentile_of(statistic)
-        interval = histogram.interval(percentile) if percentile is not None else None
-        return self.ctx.check(
-            f"response time {statistic.value}", round(value, 6), operator, expected, unit="s",
-            **sample_figures(histogram.count, statistic, interval),
-        )
+        value, samples = measured_statistic(LatencyHistogram.of(times), statistic)
+        return self.ctx.check(f"response time {statistic.value}", round(value, 6), operator, expected, unit="s", **samples)
 
     @keyword(tags=("check", "measure", "throughput"))
     def get_answered_throughput(

@@ -25,7 +25,7 @@ from ..engine import offline
 from ..engine.history import Event
 from ..engine.metrics import LatencyHistogram
 from ..engine.session import ServerError, Session
-from .checks import Statistic, percentile_of, sample_figures, statistic_of
+from .checks import Statistic, measured_statistic
 from .connection import ConnectionKeywords
 from .state import field_value
 
@@ -644,13 +644,10 @@ class OfflineQueueKeywords(LibraryComponent):
         ]
         if not times:
             raise AssertionError("No reconnect in this test: there is no reconnect time.")
-        histogram = LatencyHistogram.of(times)
-        value = statistic_of(histogram, statistic)
-        percentile = percentile_of(statistic)
-        interval = histogram.interval(percentile) if percentile is not None else None
+        value, samples = measured_statistic(LatencyHistogram.of(times), statistic)
         return self.ctx.check(
             f"reconnect time {statistic.value}", round(value, 6), operator, expected, unit="s",
-            message=f"over {len(times)} reconnect(s)", **sample_figures(histogram.count, statistic, interval),
+            message=f"over {len(times)} reconnect(s)", **samples,
         )
 
     @keyword(tags=("offline", "delivery", "measure"))
