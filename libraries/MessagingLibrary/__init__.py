@@ -182,6 +182,11 @@ class MessagingLibrary(DynamicCore):
     are still judged. See ``docs/measuring.md`` and `Run Load`'s ``behind_threshold`` and
     ``max_late_fraction``.
 
+    An assertion on a percentile is inconclusive in the same way when its sample is too small
+    to support it (its 95% confidence interval from order statistics would reach past the
+    largest sample: a p95 needs 72 samples, a p99 368); every percentile row shows its sample
+    count and interval.
+
     = Fault proxy =
 
     `Start Fault Proxy` puts a WebSocket-aware proxy (in this library, on 127.0.0.1) in front of
@@ -216,10 +221,18 @@ class MessagingLibrary(DynamicCore):
 
     All files go to the output directory (``--outputdir``, ``results/`` in the README):
 
-    - the measurement table: `Log Measurements` (call it in the test teardown) logs each row
-      (value, unit, operator, threshold, PASS/FAIL) and appends it to ``metrics.jsonl``, one
-      line per test: ``{suite, test, measurements: [{name, value, unit, operator, threshold,
-      passed}]}``; `Record Measurement` adds a row of your own;
+    - the measurement table: `Log Measurements` (call it in the test teardown) adds each row
+      (value in human units, sample count and 95% confidence interval of a percentile,
+      operator, threshold, PASS/FAIL/INCONCLUSIVE) to the test's documentation, so it shows at
+      the test's level and in ``report.html``; logs it with the charts drawn from what the test
+      measured; and appends it to ``metrics.jsonl``, one line per test: ``{suite, test,
+      measurements: [{name, value, unit, operator, threshold, passed, samples, interval,
+      step}]}``; `Record Measurement` adds a row of your own. Rows of a template test are
+      labelled by their template row;
+    - the run summary: when the run ends the library writes ``summary.html`` (every test as a
+      guarantee with its verdict, headline figures, charts and the regressions since the last
+      run, kept under ``apex-runs/``); ``apex-summary output.xml`` rebuilds it;
+    - `Set Run Metadata` says what the run tested (target, dialect, faults, proxy, version);
     - the history: `Save History` writes ``history-<suite>.jsonl``, every frame sent and
       received (and every injected fault) with monotonic nanosecond timestamps;
     - the load JSON: every load run writes ``load/<run>.json`` (rates, latency percentiles,
