@@ -40,6 +40,7 @@ from .report import rerun_text, reruns, summary_line, write_report
 from .runner import (
     CAUGHT,
     DEFAULT_DIALECT,
+    CHART_CHOICES,
     DIALECTS,
     EXIT_USAGE,
     GREEN,
@@ -145,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--dialect", choices=DIALECTS, default=DEFAULT_DIALECT,
         help=f"wire protocol of every run: -v APEX_DIALECT:<dialect> (default {DEFAULT_DIALECT}; see dialect below)")
     add("--variablefile", action="append", default=[], metavar="FILE", help="robot variable file for every run (repeatable); one that sets APEX_TARGET to another server makes mock rows n/a")
+    add("--charts", choices=CHART_CHOICES, default="all",
+        help="which runs draw charts in their logs: all (default), baselines (the no-fault runs) or none; "
+        "verdicts are the same, a matrix runs faster without")
     add("--suites-dir", type=Path, metavar="DIR", help="directory of the .robot files (default: suites/ of the project)")
     add("--list", action="store_true", help="print the catalogue and exit")
     return parser
@@ -365,7 +369,8 @@ def run_matrix(args: argparse.Namespace, chosen: Selection, catalogue: Catalogue
     output = args.output.resolve()
     started = datetime.now().astimezone()
     with _sigterm_raises():
-        settings = Settings(output, chosen.project, chosen.variable_files, args.jobs, run, dialect=args.dialect)
+        settings = Settings(output, chosen.project, chosen.variable_files, args.jobs, run, dialect=args.dialect,
+                            charts=args.charts)
         results = execute(cells, settings, _print)
     planned = {cell.row.name for cell in cells}
     return Matrix(

@@ -547,6 +547,19 @@ class Settings:
     jobs: int = 1
     run: RunRobot = run_robot  # replaced by a fake in unit tests
     dialect: str = DEFAULT_DIALECT  # every run's APEX_DIALECT
+    #: Which runs draw charts in their logs: ``all``, ``baselines`` (the no-fault runs, whose
+    #: summary.html and log.html a stakeholder opens) or ``none`` (APEX_CHARTS=off). Tables,
+    #: verdicts and messages are the same either way.
+    charts: str = "all"
+
+
+CHART_CHOICES = ("all", "baselines", "none")
+
+
+def cell_environment(cell: Cell, settings: Settings) -> dict[str, str]:
+    """Environment variables of ``cell``'s runs: ``APEX_CHARTS=off`` where charts are not wanted."""
+    wanted = settings.charts == "all" or (settings.charts == "baselines" and cell.row.is_baseline)
+    return {} if wanted else {"APEX_CHARTS": "off"}
 
 
 def cell_variables(cell: Cell, settings: Settings) -> dict[str, str]:
@@ -602,6 +615,7 @@ def _run(cell: Cell, settings: Settings, directory: Path, tests: Sequence[str]) 
         directory,
         variables=cell_variables(cell, settings),
         variable_files=settings.variable_files,
+        env=cell_environment(cell, settings),
         tests=list(tests) or None,
         timeout=cell.suite.timeout_s,
         project=settings.project.root,

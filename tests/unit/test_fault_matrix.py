@@ -287,11 +287,13 @@ class FakeRobot:
     def __init__(self, answer: Callable[[Mapping[str, str], str, tuple[str, ...]], dict[str, R.Outcome]]):
         self.answer = answer
         self.calls: list[tuple[dict[str, str], str, tuple[str, ...], list[Path]]] = []
+        self.envs: list[dict[str, str]] = []
         self.lock = threading.Lock()
 
-    def __call__(self, suite_path, output_dir, *, variables, variable_files, tests, timeout, project):
+    def __call__(self, suite_path, output_dir, *, variables, variable_files, tests, timeout, project, env=None):
         with self.lock:
             self.calls.append((dict(variables), suite_path.name, tuple(tests or ()), list(variable_files)))
+            self.envs.append(dict(env or {}))
         found = self.answer(variables, suite_path.name, tuple(tests or ()))
         return R.SuiteRun(0 if all(o.status != "FAIL" for o in found.values()) else 1, found, output_dir, "", 1.5)
 
@@ -1331,3 +1333,16 @@ def test_cli_help_documents_every_exit_code_and_inconclusive(capsys):
         assert line in out
     assert "inconclusive" in out and "re-run" in out
     assert "3: nothing failed, but a row is inconclusive" in cli.__doc__
+
+
+def test_charts_can_be_kept_to_the_baseline_runs(tmp_path):
+    """``--charts baselines``: the no-fault runs draw charts, the faulted ones run with APEX_CHARTS=off."""
+    robot = FakeRobot(guarded_answers)
+    settings = R.Settings(tmp_path / "out", fake_project(tmp_path), run=robot, charts="baselines")
+    R.execute(R.plan_cells([NONE, BREAK_ONE], [ALPHA]), settings, lambda line: None)
+    by_row = {call[0].get("APEX_MOCK_FAULTS", "none"): env for call, env in zip(robot.calls, robot.envs, strict=True)}
+    assert by_row == {"none": {}, "break_one": {"APEX_CHARTS": "off"}}
+    robot = FakeRobot(guarded_answers)
+    R.execute(R.plan_cells([BREAK_ONE], [ALPHA]), R.Settings(tmp_path / "all", fake_project(tmp_path), run=robot),
+              lambda line: None)
+    assert robot.envs == [{}]  # by default every run draws its charts

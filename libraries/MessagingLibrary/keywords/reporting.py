@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import os
 import re
 from html import escape
 from typing import Any
@@ -145,8 +146,12 @@ class ReportingKeywords(LibraryComponent):
         return described
 
     def _charts(self, artefacts: list, rows: list[Measurement]) -> list[tuple[str, str]]:
-        """The test's charts; a chart that cannot be drawn is a warning, never a failed test."""
-        if not artefacts:
+        """The test's charts; a chart that cannot be drawn is a warning, never a failed test.
+
+        ``APEX_CHARTS=off`` in the environment draws none (the tables stay): for runs whose
+        logs nobody reads, such as a fault matrix's faulted rows (``apex-faults --charts``).
+        """
+        if not artefacts or os.environ.get("APEX_CHARTS", "").strip().lower() in ("0", "off", "no", "false"):
             return []
         try:
             return charts_for(artefacts, rows)
