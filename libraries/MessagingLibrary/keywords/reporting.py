@@ -7,7 +7,6 @@ import os
 import re
 from html import escape
 from typing import Any
-
 from urllib.parse import urlsplit
 
 import orjson
@@ -15,11 +14,11 @@ from robot.api import logger
 from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn
 
-from ..context import LibraryComponent, Measurement, format_interval, format_value
 from .. import charts
+from ..context import LibraryComponent, Measurement, format_interval, format_value
+from ..engine.history import FAULT, Event
 from ..report_charts import charts_for
 from ..version import __version__
-from ..engine.history import FAULT, Event
 
 
 def _safe_name(text: str) -> str:
@@ -116,10 +115,10 @@ class ReportingKeywords(LibraryComponent):
 
         Call it after `Configure Target`. Sets ``Target`` (``built-in mock``, or the target's
         name and URL: a run against the mock must not read like one against staging; runs are
-        compared with earlier runs of the same target), ``Target URL``, ``Dialect``, ``Faults`` (of the built-in mock), ``Proxy`` (the fault proxy),
-        ``Library version`` and ``Run summary`` (a link to ``summary.html``).
-        Returns them. Tokens and passwords never appear: a URL's user info and query are
-        left out.
+        compared with earlier runs of the same target), ``Target URL``, ``Dialect``,
+        ``Faults`` (of the built-in mock), ``Proxy`` (the fault proxy), ``Library version``
+        and ``Run summary`` (a link to ``summary.html``). Returns them. Tokens and passwords
+        never appear: a URL's user info and query are left out.
 
         | Set Run Metadata    mock_faults=${APEX_MOCK_FAULTS}    proxy=${APEX_PROXY}    proxy_faults=${APEX_PROXY_FAULTS}
         """
