@@ -14,10 +14,8 @@ from robot.api import logger
 from robot.api.deco import keyword
 from robot.libraries.BuiltIn import BuiltIn
 
-from .. import charts
 from ..context import LibraryComponent, Measurement, format_interval, format_value
 from ..engine.history import FAULT, Event
-from ..report_charts import charts_for
 from ..version import __version__
 
 
@@ -153,6 +151,9 @@ class ReportingKeywords(LibraryComponent):
         if not artefacts or os.environ.get("APEX_CHARTS", "").strip().lower() in ("0", "off", "no", "false"):
             return []
         try:
+            # Imported here: matplotlib costs about half a second, paid only by a run that draws.
+            from ..report_charts import charts_for
+
             return charts_for(artefacts, rows)
         except Exception as error:  # noqa: BLE001 (a report must not change a verdict)
             logger.warn(f"The charts of this test could not be drawn: {type(error).__name__}: {error}")
@@ -270,6 +271,10 @@ DOC_CHARTS = 2
 
 def doc_charts(drawn: list[tuple[str, str]]) -> str:
     """Charts as images in Robot documentation syntax (``[data:image/svg+xml;base64,...|title]``)."""
+    if not drawn:
+        return ""
+    from .. import charts
+
     images = []
     for title, svg in drawn:
         name = re.sub(r"[\[\]|]", " ", title)
