@@ -14,6 +14,8 @@ Everything comes from environment variables; nothing secret is kept in files or 
 | APEX_JWT_SECRET    | netra with ``derive``           | signs each test user's HS256 JWT                 |
 | APEX_E2E_BYPASS_KEY| optional (netra ``auth_url``)   | the end-to-end test login's bypass key           |
 | APEX_E2E_BYPASS_HEADER | optional                    | its header (default ``X-E2E-Bypass-Key``)        |
+| APEX_LOAD_WORKERS  | optional                        | load runs split over N processes (or ``auto``)   |
+| APEX_LOAD_CLUSTER  | optional                        | load slices on a Dask cluster (``tcp://host:8786``) |
 
 For the real platform: ``APEX_DIALECT=netra`` and either ``APEX_JWT_SECRET`` (each test user a
 minted JWT) or ``APEX_AUTH_URL=https://…/auth/e2e/test-auth`` with ``APEX_E2E_BYPASS_KEY``

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psutil
@@ -121,6 +121,13 @@ class SendClock:
             self._streak_wait_ns = 0
         return late
 
+    def merge(self, other: SendClock) -> SendClock:
+        """Add another worker's counts (engine.workers): counters summed, lateness histograms merged."""
+        self.lateness.merge(other.lateness)
+        for name in ("sends", "late_sends", "generator_late_sends", "write_waits", "write_wait_ns", "blocked_sends"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        return self
+
     def blocked(self) -> None:
         """A send not made because the server stopped reading its connection (not judged: the server's doing)."""
         self.blocked_sends += 1
@@ -172,6 +179,24 @@ class LagProbe:
         self._cpu_s = _cpu_seconds(self._process) - self._cpu_start
         self._machine_busy = _machine_busy(self._machine_start, psutil.cpu_times())
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What crosses between processes (engine.workers): the figures, not the task or process."""
+        state = dict(self.__dict__)
+        state["_task"] = None
+        state["_process"] = None
+        state["_machine_start"] = None
+        return state
+
+    def merge(self, other: LagProbe) -> LagProbe:
+        """Add another worker's probe: lag histograms merged, CPU summed over the longest wall
+        time (so ``cpu_share`` is the workers' CPU together, in cores), the busiest machine kept."""
+        self.lag.merge(other.lag)
+        self._cpu_s += other._cpu_s  # noqa: SLF001 (the same class)
+        self._wall_s = max(self._wall_s, other._wall_s)  # noqa: SLF001
+        busy = [b for b in (self._machine_busy, other._machine_busy) if b is not None]  # noqa: SLF001
+        self._machine_busy = max(busy) if busy else None
+        return self
+
     @property
     def cpu_share(self) -> float:
         """The client process's CPU time over the run, as a share of one core (1.0 = a whole core)."""
@@ -211,6 +236,9 @@ class GeneratorHealth:
     cpu_share: float
     machine_busy: float | None
     cores: int
+    #: Each worker's own health when the run was split over several (engine.workers); a worker
+    #: that fell behind makes the whole run inconclusive, as one process would.
+    workers: list[GeneratorHealth] = field(default_factory=list)
 
     @classmethod
     def of(cls, run: str, clock: SendClock, probe: LagProbe | None, max_late_fraction: float) -> GeneratorHealth:
@@ -239,7 +267,7 @@ class GeneratorHealth:
 
     @property
     def fell_behind(self) -> bool:
-        return self.generator_late_sends > self.allowed_late_sends
+        return self.generator_late_sends > self.allowed_late_sends or any(w.fell_behind for w in self.workers)
 
     def describe(self) -> str:
         """One line a human understands: the figures that say whether the generator kept up."""
@@ -257,6 +285,9 @@ class GeneratorHealth:
         parts.append(f"client CPU {self.cpu_share:.0%} of a core")
         if self.machine_busy is not None:
             parts.append(f"machine {self.machine_busy:.0%} busy on {self.cores} cores")
+        behind = [w.run for w in self.workers if w.fell_behind]
+        if self.workers:
+            parts.append(f"{len(self.workers)} workers" + (f", {' and '.join(behind)} fell behind" if behind else ""))
         return "; ".join(parts)
 
     def inconclusive_reason(self) -> str:
@@ -272,6 +303,7 @@ class GeneratorHealth:
         data = dict(self.__dict__)
         data["allowed_late_sends"] = self.allowed_late_sends
         data["fell_behind"] = self.fell_behind
+        data["workers"] = [w.as_dict() for w in self.workers]
         return data
 
 

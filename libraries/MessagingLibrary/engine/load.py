@@ -124,6 +124,8 @@ class LoadPlan:
     #: After every message has its outcome, wait until no stream event came for this long (a
     #: late event after a final must still be seen), within the drain timeout.
     quiet_s: float = 0.3
+    #: The load path's WebSocket client: ``websockets`` or ``picows`` (see connection_class).
+    transport: str = "websockets"
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -242,6 +244,11 @@ class LoadConnection:
     def is_open(self) -> bool:
         return self.ws is not None and self.reader is not None and not self.reader.done()
 
+    @property
+    def correlation(self) -> str:
+        """How this connection's replies are matched to its messages (its dialect codec's way)."""
+        return self.codec.correlation
+
     async def open(self, timeout: float) -> None:
         plan = self.engine.plan
         started = time.perf_counter_ns()
@@ -348,10 +355,11 @@ class LoadConnection:
                 return
             connection, _, sequence = message_id[plen:].partition("-")
             try:
-                owner = engine.connections[int(connection)]
+                owner = engine.by_index[int(connection)]
                 seq = int(sequence)
-            except (ValueError, IndexError):
-                engine.unmatched += 1
+            except (ValueError, KeyError):
+                if not engine.other_slice(self, connection, kind, message_id, progress=False):
+                    engine.unmatched += 1
                 return
             if seq >= owner.tracker.sent:
                 engine.unmatched += 1
@@ -419,9 +427,11 @@ class LoadConnection:
         if isinstance(message_id, str) and message_id.startswith(prefix):
             connection, _, sequence = message_id[len(prefix):].partition("-")
             try:
-                owner = engine.connections[int(connection)]
+                owner = engine.by_index[int(connection)]
                 seq = int(sequence)
-            except (ValueError, IndexError):
+            except (ValueError, KeyError):
+                if engine.other_slice(self, connection, event, message_id, progress=True):
+                    return
                 owner = None
         if owner is None or seq < 0 or seq >= owner.tracker.sent:
             shown = f"run_id '{run_id}'" if run_id is not None else f"message_id '{message_id}'"
@@ -636,14 +646,29 @@ class LoadConnection:
 
 
 class LoadEngine:
-    """Runs one :class:`LoadPlan`: ``await open()``, ``await run()``, ``await close()``."""
+    """Runs one :class:`LoadPlan`: ``await open()``, ``await run()``, ``await close()``.
 
-    def __init__(self, plan: LoadPlan) -> None:
+    ``part=(w, W)`` runs slice ``w`` of ``W`` (engine.workers): only the connections ``c`` with
+    ``c mod W == w`` and their messages, on the run's one schedule; ``part=None`` builds an
+    engine with no connection, into which the workers' slices are merged (:func:`merge_slices`).
+    """
+
+    def __init__(self, plan: LoadPlan, part: tuple[int, int] | None = (0, 1)) -> None:
         self.plan = plan
         self.schedule = Schedule(plan.phases)
         self.width = plan.connections
         self.run_prefix = f"{plan.run_id}-"
-        self.connections = [LoadConnection(self, i) for i in range(plan.connections)]
+        self.part = part
+        #: Marks this engine's progress lines (" (worker 1 of 2)" for a slice of a split run).
+        self.label = ""
+        if part is not None and not 0 <= part[0] < part[1]:
+            raise ValueError(f"A load slice is (worker, workers) with 0 <= worker < workers, got {part}.")
+        owned = range(part[0], plan.connections, part[1]) if part is not None else range(0)
+        connection = connection_class(plan.transport)
+        self.connections: list[Any] = [connection(self, i) for i in owned]
+        self.by_index: dict[int, LoadConnection] = {c.index: c for c in self.connections}
+        #: Messages of this engine's connections (all of the schedule for one worker).
+        self.scheduled_total = self.schedule.total if part == (0, 1) or part is None else self._owned_count(0, self.schedule.total)
         self.start_ns = 0
         self.stopping = False
         self.latency = LatencyHistogram()
@@ -656,9 +681,14 @@ class LoadEngine:
         self.phases = [
             PhaseFigures(phase, *self.schedule.phase_bounds(p)) for p, phase in enumerate(self.schedule.phases)
         ]
+        if part is not None and part != (0, 1):
+            for figures in self.phases:
+                figures.scheduled = self._owned_count(figures.first_index, figures.first_index + figures.scheduled)
         self.deferred_sends = 0
         self.unsent = 0
         self.unmatched = 0
+        #: Outcomes for a message of the same user's connection on another worker (other_slice).
+        self.foreign_slice = 0
         #: Frames that contradicted what the client sent, by defect, and a few examples.
         self.trust: dict[str, int] = {}
         self.trust_examples: dict[str, list[str]] = {}
@@ -685,6 +715,25 @@ class LoadEngine:
         self.bucket_ns = int(max(MIN_BUCKET_S, self.schedule.duration_s / TIMELINE_BUCKETS) * 1e9)
         self.offered_buckets: list[int] = []
         self.answered_buckets: list[int] = []
+
+    def _owned_count(self, first: int, end: int) -> int:
+        """How many messages ``first <= k < end`` belong to this engine's connections."""
+        width = self.width
+        return sum((end - c + width - 1) // width - max(0, (first - c + width - 1) // width) for c in self.by_index if c < end)
+
+    def owned_messages(self):
+        """The run's message indexes ``k`` of this engine's connections, in order."""
+        total, width = self.schedule.total, self.width
+        if self.part == (0, 1):
+            yield from range(total)
+            return
+        mine = sorted(self.by_index)
+        for base in range(0, total, width):
+            for c in mine:
+                k = base + c
+                if k >= total:
+                    return
+                yield k
 
     def _bucket(self, buckets: list[int], ts: int) -> None:
         index = (ts - self.start_ns) // self.bucket_ns
@@ -715,7 +764,7 @@ class LoadEngine:
         recent = self.answered_buckets[-2] if len(self.answered_buckets) >= 2 else 0
         rate = recent / (self.bucket_ns / 1e9)
         return (
-            f"[apex] load '{self.plan.name}': {elapsed:.0f} of {self.schedule.duration_s:.0f} s, "
+            f"[apex] load '{self.plan.name}'{self.label}: {elapsed:.0f} of {self.schedule.duration_s:.0f} s, "
             f"sent {sent:,} of {self.schedule.total:,}, answered {answered:,}, answering {rate:,.0f} msg/s"
         )
 
@@ -776,6 +825,34 @@ class LoadEngine:
             self.first_refusal_ns = ts
         if self.is_high(k):
             self.refused_high += 1
+
+    def other_slice(self, receiver: LoadConnection, connection: str, kind: str, message_id: str, *, progress: bool) -> bool:
+        """A frame about a message of connection ``connection``, which another worker runs
+        (engine.workers): another user's is cross-talk, as it would be in one process; one of the
+        same user's (a server that answers on any of a user's connections) is counted in
+        ``foreign_slice``, since its message's tracker is in another process (so that message
+        counts as lost there: run such a target with one worker). False: not another slice's."""
+        try:
+            index = int(connection)
+        except ValueError:
+            return False
+        if self.part in (None, (0, 1)) or not 0 <= index < self.width:
+            return False
+        if self.plan.token_for(index) != receiver.token:
+            if not progress:
+                self.note_trust(
+                    "cross_talk",
+                    f"connection {receiver.name} received {kind} for message '{message_id}', which its user never sent "
+                    f"(connection c{index}'s user did)",
+                )
+            if self.streams is not None:
+                self.streams.foreign(CROSS_TALK, receiver.name, kind, None,
+                                     f"for message '{message_id}', which connection c{index}'s user sent: another user's event")
+        elif progress:
+            self.foreign_slice += 1
+        else:
+            self.foreign_slice += 1
+        return True
 
     def note_trust(self, defect: str, example: str) -> None:
         """A frame whose claim contradicts what the client sent (``cross_talk``, ``wrong_echo``)."""
@@ -840,13 +917,15 @@ class LoadEngine:
     def opened(self) -> int:
         return sum(1 for c in self.connections if c.handshake_s > 0)
 
-    async def run(self, lead_s: float = 0.02) -> LoadResult:
+    async def run(self, lead_s: float = 0.02, start_ns: int | None = None) -> LoadResult:
         """Send the schedule, wait for the answers (at most ``drain_timeout_s``), return the figures.
 
-        A run planned longer than PROGRESS_AFTER_S prints its progress to the console every
-        PROGRESS_EVERY_S (from the loop thread, straight to the console: never into the log).
+        The schedule starts ``lead_s`` from now, or at ``start_ns`` (``perf_counter_ns``) when
+        given: the workers of one run start together. A run planned longer than
+        PROGRESS_AFTER_S prints its progress to the console every PROGRESS_EVERY_S (from the
+        loop thread, straight to the console: never into the log).
         """
-        self.start_ns = time.perf_counter_ns() + int(lead_s * 1e9)
+        self.start_ns = start_ns if start_ns is not None else time.perf_counter_ns() + int(lead_s * 1e9)
         self.probe.start()
         reporter = (
             asyncio.create_task(self._report_progress(), name="load-progress")
@@ -866,11 +945,12 @@ class LoadEngine:
         return self.result()
 
     async def _send_all(self) -> None:
-        schedule, connections, width = self.schedule, self.connections, self.width
-        start, total = self.start_ns, schedule.total
+        schedule, connections, width = self.schedule, self.by_index, self.width
+        start = self.start_ns
         clock, offset = time.perf_counter_ns, schedule.intended_offset_ns
-        k = 0
-        while k < total:
+        messages = self.owned_messages()
+        k = next(messages, None)
+        while k is not None:
             due = start + offset(k)
             now = clock()
             if due > now:
@@ -879,12 +959,12 @@ class LoadEngine:
                 await asyncio.sleep(max(MIN_SLEEP_S, (due - now) / 1e9))
                 continue
             burst = 0
-            while k < total and burst < SEND_BATCH:
+            while k is not None and burst < SEND_BATCH:
                 due = start + offset(k)
                 if due > now and due > clock():
                     break
                 await connections[k % width].send_scheduled(k // width, due)
-                k += 1
+                k = next(messages, None)
                 burst += 1
             if burst >= SEND_BATCH:
                 await asyncio.sleep(0)
@@ -996,7 +1076,7 @@ class LoadEngine:
 
     def result(self) -> LoadResult:
         trackers = [c.tracker for c in self.connections]
-        scheduled = self.schedule.total
+        scheduled = self.scheduled_total
         sent = sum(t.sent for t in trackers)
         answered = sum(t.answered_count for t in trackers)
         refused = sum(t.refused for t in trackers)
@@ -1027,9 +1107,10 @@ class LoadEngine:
             reordered=sum(t.reordered for t in trackers),
             untracked=sum(t.untracked for t in trackers),
             unmatched=self.unmatched,
+            foreign_slice=self.foreign_slice,
             trust=dict(self.trust),
             trust_examples={k: list(v) for k, v in self.trust_examples.items()},
-            correlation=sorted({c.codec.correlation for c in self.connections}),
+            correlation=sorted({c.correlation for c in self.connections}),
             dialect=self.plan.dialect.describe(),
             unparseable=self.unparseable,
             other_frames=self.other_frames,
@@ -1098,6 +1179,9 @@ class LoadResult:
     #: Outcome frames for no message of this run, frames that were not JSON objects, and
     #: frames of other types (neither outcomes nor replies to the run's requests).
     unmatched: int
+    #: Outcomes for a message of the same user's connection run by another worker (see
+    #: LoadEngine.other_slice): 0 in a run of one worker.
+    foreign_slice: int
     #: Replies that contradicted what the client sent: ``cross_talk`` (another user's
     #: message), ``wrong_echo`` (a sequence_id that was not sent), with examples.
     trust: dict[str, int]
@@ -1142,6 +1226,12 @@ class LoadResult:
     timeline: dict[str, Any] | None = None
     #: Each phase's name, start and end (s from the start) and target rate.
     phase_bounds: list[dict[str, Any]] = field(default_factory=list)
+    #: Per worker when the run was split over several (engine.workers): its connections,
+    #: counts, latency and generator health; empty for a run in one process.
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    #: Slices whose worker died or never reported (engine.workers): what was lost, and why.
+    #: Their messages count as lost; the keywords fail the run.
+    lost_slices: list[str] = field(default_factory=list)
 
     @property
     def delivery_ratio(self) -> float:
@@ -1181,9 +1271,31 @@ class LoadResult:
         return data
 
 
-async def run_load(plan: LoadPlan) -> LoadResult:
-    """Open, run and close a :class:`LoadPlan` (what the benchmark and simple callers use)."""
-    engine = LoadEngine(plan)
+TRANSPORTS = ("websockets", "picows")
+
+
+def connection_class(transport: str) -> type[LoadConnection]:
+    """The :class:`LoadConnection` class of a transport name (``websockets`` or ``picows``)."""
+    if transport == "websockets":
+        return LoadConnection
+    if transport == "picows":
+        from .picows_transport import PicowsLoadConnection
+
+        return PicowsLoadConnection
+    raise ValueError(f"Unknown load transport '{transport}': use one of {', '.join(TRANSPORTS)}.")
+
+
+async def run_load(plan: LoadPlan, workers: int | str | None = None, cluster: str | None = None) -> LoadResult:
+    """Open, run and close a :class:`LoadPlan` (what the benchmark and simple callers use).
+
+    ``workers`` (a number, or ``auto`` for this machine's cores) splits the run over that many
+    processes; ``cluster`` (a Dask scheduler's address) runs the slices there, by default one
+    per worker of the cluster (engine.workers). Neither: one process, this one.
+    """
+    from .workers import worker_run  # noqa: PLC0415 (workers imports this module)
+
+    split = worker_run(plan, workers, cluster)
+    engine: Any = split if split is not None else LoadEngine(plan)
     try:
         await engine.open()
         return await engine.run()

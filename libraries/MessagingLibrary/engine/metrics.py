@@ -57,6 +57,47 @@ class LatencyHistogram:
             histogram.record_ns(value)
         return histogram
 
+    # -- between processes (engine.workers) --------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled as HdrHistogram's own compressed encoding (its counts array does not pickle)."""
+        histogram = self._flush()
+        return {
+            "settings": _settings(histogram),
+            "encoded": histogram.encode() if histogram.get_total_count() else b"",
+            "clamped": self.clamped,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._pending = {}
+        self.clamped = state["clamped"]
+        if state["encoded"]:
+            self._histogram = HdrHistogram.decode(state["encoded"])
+        else:
+            self._histogram = HdrHistogram(*state["settings"])
+        if _settings(self._histogram) != tuple(state["settings"]):
+            raise ValueError(
+                f"A latency histogram decoded with settings {_settings(self._histogram)}, "
+                f"but was recorded with {tuple(state['settings'])}."
+            )
+
+    def merge(self, other: LatencyHistogram) -> LatencyHistogram:
+        """Add every value of ``other`` to this histogram (exact: counts are added, never percentiles).
+
+        Both must have the same range and precision, or the merge refuses (a merged histogram
+        with another resolution would silently change every percentile). An empty one adds nothing.
+        """
+        mine, theirs = self._flush(), other._flush()  # noqa: SLF001 (the same class)
+        if _settings(mine) != _settings(theirs):
+            raise ValueError(
+                f"Cannot merge latency histograms with different settings: {_settings(mine)} "
+                f"and {_settings(theirs)} (lowest, highest, significant figures)."
+            )
+        if theirs.get_total_count():
+            mine.add(theirs)
+        self.clamped += other.clamped
+        return self
+
     def record_ns(self, value_ns: int) -> None:
         micros = value_ns // 1000
         if micros < LOWEST_US:
@@ -152,6 +193,23 @@ class LatencyHistogram:
             intervals={name: self.interval(value) for name, value in SUMMARY_PERCENTILES.items()},
             spectrum=self.spectrum(),
         )
+
+
+def _settings(histogram: HdrHistogram) -> tuple[int, int, int]:
+    """An HDR histogram's range and precision: two can be merged only when these agree."""
+    return (
+        histogram.lowest_trackable_value,
+        histogram.highest_trackable_value,
+        histogram.significant_figures,
+    )
+
+
+def merge_hdr(into: HdrHistogram, other: HdrHistogram, what: str) -> None:
+    """Add ``other``'s counts to ``into`` (a plain HdrHistogram), refusing differing settings."""
+    if _settings(into) != _settings(other):
+        raise ValueError(f"Cannot merge {what} histograms with different settings: {_settings(into)} and {_settings(other)}.")
+    if other.get_total_count():
+        into.add(other)
 
 
 @dataclass(frozen=True)

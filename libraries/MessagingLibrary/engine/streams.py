@@ -60,7 +60,7 @@ from typing import Any
 
 from hdrh.histogram import HdrHistogram
 
-from .metrics import SUMMARY_PERCENTILES, LatencyHistogram, rank_interval
+from .metrics import SUMMARY_PERCENTILES, LatencyHistogram, merge_hdr, rank_interval
 from .tracking import IntervalSet
 
 STARTED = "agent_started"
@@ -452,6 +452,53 @@ class StreamBook:
         self._flag_done(key, OUT_OF_ORDER,
                         f"{label}: {event} at {_at(ts - intended_ns)} came after its final outcome{final}")
 
+    # -- between processes (engine.workers) ----------------------------------------------------
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A finished book crosses between processes as its figures: runs in progress and the
+        bookkeeping of finished ones stay behind (only :meth:`finish`'s results are needed)."""
+        if not self.finished:
+            raise RuntimeError("A stream book is sent to another process only once finished.")
+        state = dict(self.__dict__)
+        state.update(active={}, _done={}, _recent=OrderedDict(), _flagged=OrderedDict())
+        for name in ("events_per_run", "chars_per_second"):
+            histogram: HdrHistogram = state[name]
+            state[name] = (_hdr_settings(histogram), histogram.encode() if histogram.get_total_count() else b"")
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in ("events_per_run", "chars_per_second"):
+            settings, encoded = state[name]
+            state[name] = HdrHistogram.decode(encoded) if encoded else HdrHistogram(*settings)
+        self.__dict__.update(state)
+
+    def merge(self, other: StreamBook) -> StreamBook:
+        """Add another worker's finished book: histograms merged, counts summed, witnesses and
+        timeline runs kept up to their bounds (runs are keyed by connection, which lives on one
+        worker, so no run is in two books)."""
+        if other.stall_threshold_ns != self.stall_threshold_ns:
+            raise ValueError("Cannot merge agent-run books with different stall thresholds.")
+        for name in ("time_to_first_event", "time_to_first_progress", "time_to_final", "gaps"):
+            getattr(self, name).merge(getattr(other, name))
+        merge_hdr(self.events_per_run, other.events_per_run, "events per run")
+        merge_hdr(self.chars_per_second, other.chars_per_second, "characters per second")
+        for name, count in other.counts.items():
+            self.counts[name] = self.counts.get(name, 0) + count
+        for name, witnesses in other.witnesses.items():
+            mine = self.witnesses.setdefault(name, [])
+            mine.extend(witnesses[: max(0, MAX_WITNESSES - len(mine))])
+        self.runs += other.runs
+        self.event_count += other.event_count
+        self.finished = self.finished and other.finished
+        traced = [key for key, t in self.timelines.items() if not t["failed"]]
+        flagged = [key for key, t in self.timelines.items() if t["failed"]]
+        for key, timeline in sorted(other.timelines.items()):
+            kept = flagged if timeline["failed"] else traced
+            if len(kept) < (TIMELINE_FLAGGED if timeline["failed"] else TIMELINE_RUNS):
+                kept.append(key)
+                self.timelines[key] = timeline
+        return self
+
     # -- reading -----------------------------------------------------------------------------
 
     def retained(self) -> int:
@@ -501,6 +548,10 @@ class StreamBook:
             "timelines": list(self.timelines.values()),
             "gap_sample_s": self.gap_sample(),
         }
+
+
+def _hdr_settings(histogram: HdrHistogram) -> tuple[int, int, int]:
+    return histogram.lowest_trackable_value, histogram.highest_trackable_value, histogram.significant_figures
 
 
 def _marks_of(sample: list[str]) -> list[tuple[int, str]]:

@@ -91,6 +91,8 @@ class AgentRunKeywords(LibraryComponent):
         late_threshold: timedelta = timedelta(milliseconds=10),
         behind_threshold: timedelta = timedelta(milliseconds=50),
         max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION,
+        workers: int | str | None = None,
+        cluster: str | None = None,
     ) -> LoadResult:
         """Sends ``rate`` chat messages per second for ``duration`` and follows every agent run they start.
 
@@ -110,14 +112,15 @@ class AgentRunKeywords(LibraryComponent):
         as it streams them, and the log says so. ``stall_threshold``: a gap between two
         consecutive events of a run longer than this makes the run ``stalled``. After the last
         send the run waits up to ``drain_timeout`` for every final outcome; a run with none by
-        then is ``truncated``.
+        then is ``truncated``. ``workers`` and ``cluster`` split the run over processes or a
+        Dask cluster as in `Run Load` (each connection, with every run it starts, on one worker).
 
         | Run Agent Load    20    3 s    users=5
         | Run Agent Load    10    2 s    users=2    connections=4    stream=${{ {'tools': 2, 'chunks': 8} }}
         """
         phase = Phase("steady", _positive_rate(rate), _positive_seconds(duration, "duration"))
         return self._drive(phase, users, connections, stream, stall_threshold, content, name, drain_timeout,
-                           connect_timeout, late_threshold, behind_threshold, max_late_fraction)
+                           connect_timeout, late_threshold, behind_threshold, max_late_fraction, workers, cluster)
 
     @keyword(tags=("load", "agents"))
     def run_agent_burst(
@@ -136,6 +139,8 @@ class AgentRunKeywords(LibraryComponent):
         late_threshold: timedelta = timedelta(milliseconds=10),
         behind_threshold: timedelta = timedelta(milliseconds=50),
         max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION,
+        workers: int | str | None = None,
+        cluster: str | None = None,
     ) -> LoadResult:
         """Sends ``messages`` chat messages all at once (due within ``within``) and follows their agent runs.
 
@@ -149,12 +154,12 @@ class AgentRunKeywords(LibraryComponent):
         window = _positive_seconds(within, "within")
         phase = Phase("burst", messages / window, window)
         return self._drive(phase, users, connections, stream, stall_threshold, content, name, drain_timeout,
-                           connect_timeout, late_threshold, behind_threshold, max_late_fraction)
+                           connect_timeout, late_threshold, behind_threshold, max_late_fraction, workers, cluster)
 
     def _drive(self, phase: Phase, users: int, connections: int | None, stream: dict[str, Any] | None,
                stall_threshold: timedelta, content: str, name: str | None, drain_timeout: timedelta,
                connect_timeout: timedelta, late_threshold: timedelta, behind_threshold: timedelta,
-               max_late_fraction: float) -> LoadResult:
+               max_late_fraction: float, workers: int | str | None, cluster: str | None) -> LoadResult:
         if users < 1:
             raise ValueError(f"users must be at least 1, got {users}.")
         if stream is not None and not isinstance(stream, dict):
@@ -176,6 +181,8 @@ class AgentRunKeywords(LibraryComponent):
             late_threshold=late_threshold,
             behind_threshold=behind_threshold,
             max_late_fraction=max_late_fraction,
+            workers=workers,
+            cluster=cluster,
         )
         logger.info(_streams_html(result), html=True)
         return result

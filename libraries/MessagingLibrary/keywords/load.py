@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import itertools
 import math
+import os
 from datetime import timedelta
 from html import escape
 from typing import Any
@@ -25,6 +26,7 @@ from robot.libraries.BuiltIn import BuiltIn, RobotNotRunningError
 from ..context import Artefact, LibraryComponent, Measurement, seconds
 from ..engine.health import DEFAULT_MAX_LATE_FRACTION
 from ..engine.load import LoadEngine, LoadPlan, LoadResult
+from ..engine.workers import START_GRACE_S, REPORT_GRACE_S, progress_note, worker_run
 from ..engine.schedule import Phase
 from .checks import Statistic, sample_figures
 from .reporting import _safe_name
@@ -114,6 +116,8 @@ class LoadKeywords(LibraryComponent):
         late_threshold: timedelta = timedelta(milliseconds=10),
         behind_threshold: timedelta = timedelta(milliseconds=50),
         max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION,
+        workers: int | str | None = None,
+        cluster: str | None = None,
     ) -> LoadResult:
         """Sends ``rate`` messages per second for ``duration`` on an open-loop schedule and returns the figures.
 
@@ -152,9 +156,25 @@ class LoadKeywords(LibraryComponent):
         The figures go to ``${OUTPUT DIR}/load/NAME.json`` and a summary into the log; the
         `Get Load Figure`, `Get Load Latency` and check keywords read this run.
 
+        *Workers.* ``workers=N`` (or ``auto``: one per core) splits the run over N processes
+        on this machine, each with its own event loop: connection ``c`` and exactly its
+        messages run on worker ``c mod N`` (never more workers than connections), all on the
+        run's one schedule, so the sends together are the one-process schedule and each
+        connection's order, gaps, duplicates and loss are judged where they happen. The
+        results merge exactly (latency histograms merged, counters summed) and look the same
+        as one process's, with a per-worker breakdown (``workers`` in the JSON, a table in the
+        log); a worker that fell behind makes the run inconclusive. ``cluster=tcp://host:8786``
+        runs the slices on a Dask cluster instead (``pip install 'apex-acceptance[distributed]'``,
+        docs/distributed.md), ``workers`` then defaulting to one slice per worker of the
+        cluster. A worker that dies is a *lost slice*: the figures are written and logged, its
+        messages count as lost, and the keyword fails naming it. Without the arguments the
+        variables ``${APEX_LOAD_WORKERS}`` and ``${APEX_LOAD_CLUSTER}`` (or the environment
+        variables of the same names) decide; unset, the run is one process.
+
         | ${run} =    Run Load    1000    2 s
         | Run Load    100    3 s    connections=10
         | Run Load    200    5 s    connections=4    message_type=user_message    drop_every=100    verify_processing=True
+        | Run Load    5000    3 s    connections=20    workers=2
         """
         phase = Phase("steady", _positive_rate(rate), _positive_seconds(duration, "duration"))
         return self._run(
@@ -173,6 +193,8 @@ class LoadKeywords(LibraryComponent):
             late_threshold=late_threshold,
             behind_threshold=behind_threshold,
             max_late_fraction=max_late_fraction,
+            workers=workers,
+            cluster=cluster,
         )
 
     @keyword(tags=("load",))
@@ -189,6 +211,8 @@ class LoadKeywords(LibraryComponent):
         late_threshold: timedelta = timedelta(milliseconds=10),
         behind_threshold: timedelta = timedelta(milliseconds=50),
         max_late_fraction: float = DEFAULT_MAX_LATE_FRACTION,
+        workers: int | str | None = None,
+        cluster: str | None = None,
         **phases: str,
     ) -> LoadResult:
         """Runs named phases one after another on one open-loop schedule and returns the figures.
@@ -196,7 +220,7 @@ class LoadKeywords(LibraryComponent):
         Each phase is ``NAME=RATE/s for DURATION`` or, for a linear ramp,
         ``NAME=FROM..TO/s for DURATION``, in the order given. Every figure is kept per phase
         as well as for the whole run: `Get Load Figure` and `Get Load Latency` take
-        ``phase=NAME``. Other arguments are as in `Run Load`.
+        ``phase=NAME``. Other arguments (``workers`` and ``cluster`` too) are as in `Run Load`.
 
         | Run Load In Phases
         | ...    warm-up=1000/s for 2 s
@@ -218,12 +242,14 @@ class LoadKeywords(LibraryComponent):
             late_threshold=late_threshold,
             behind_threshold=behind_threshold,
             max_late_fraction=max_late_fraction,
+            workers=workers,
+            cluster=cluster,
         )
 
     def _run(self, phases: list[Phase], *, name: str | None, connections: int, message_type: MessageType,
              drain_timeout: timedelta, connect_timeout: timedelta, late_threshold: timedelta,
              behind_threshold: timedelta, users: int | None = None, configure_optional: bool = False,
-             **options: Any) -> LoadResult:
+             workers: int | str | None = None, cluster: str | None = None, **options: Any) -> LoadResult:
         if connections < 1:
             raise ValueError(f"connections must be at least 1, got {connections}.")
         if users is not None and not 1 <= users <= connections:
@@ -254,16 +280,24 @@ class LoadKeywords(LibraryComponent):
             dialect=target.dialect,
             **options,
         )
-        engine = LoadEngine(plan)
+        cluster = _setting(cluster, "APEX_LOAD_CLUSTER")
+        split = worker_run(plan, _setting(workers, "APEX_LOAD_WORKERS"), cluster)
+        engine: Any = split if split is not None else LoadEngine(plan)
         limit = (
             plan.connect_timeout_s * 2
             + engine.schedule.duration_s
             + plan.drain_timeout_s
             + (30.0 if plan.verify_processing else 0.0)
             + 30.0
+            + (START_GRACE_S + REPORT_GRACE_S if split is not None else 0.0)
         )
         monitor = self.ctx.monitor
-        logger.info(f"Load run '{label}': {engine.schedule.describe()} over {connections} connection(s).")
+        where = ""
+        if split is not None:
+            where = f" in {split.workers or 'one per cluster worker'} worker slices" + (
+                f" on the Dask cluster {split.cluster}" if getattr(split, "cluster", None) else " on this machine")
+            progress_note(plan, split)
+        logger.info(f"Load run '{label}': {engine.schedule.describe()} over {connections} connection(s){where}.")
         result = self.ctx.run(self._drive(engine, monitor, configure_optional), limit, f"Load run '{label}'")
         if result is None:
             problem = engine.configure_problem
@@ -283,6 +317,12 @@ class LoadKeywords(LibraryComponent):
         if result.trust:
             self.ctx.trust.note_load(label, result.trust, result.trust_examples)
         self.ctx.note_generator(result.generator, _run_label(result, None))
+        if result.lost_slices:
+            raise AssertionError(
+                f"Load run '{label}' lost {len(result.lost_slices)} of {len(result.workers)} worker slices: "
+                + "; ".join(result.lost_slices)
+                + ". Its figures cover the other slices only (written to load/" + path.name + ")."
+            )
         return result
 
     async def _drive(self, engine: LoadEngine, monitor, configure_optional: bool = False) -> LoadResult | None:
@@ -601,6 +641,19 @@ def _test_name() -> str | None:
         return None
 
 
+def _setting(value: Any, variable: str) -> Any:
+    """An argument, else the Robot variable ``${VARIABLE}``, else the environment variable; None if unset."""
+    if value not in (None, ""):
+        return value
+    try:
+        found = BuiltIn().get_variable_value("${" + variable + "}")
+    except RobotNotRunningError:
+        found = None
+    if found in (None, ""):
+        found = os.environ.get(variable, "").strip() or None
+    return found
+
+
 def _ms(value: float) -> str:
     return f"{value * 1000:.3f} ms"
 
@@ -634,7 +687,30 @@ def _summary_html(result: LoadResult, file_name: str) -> str:
             rows.append((f"phase {p['name']}", figures))
     body = "".join(f"<tr><td>{escape(k)}</td><td>{escape(str(v))}</td></tr>" for k, v in rows)
     link = f'<a href="load/{escape(file_name)}">load/{escape(file_name)}</a>'
-    return f"<table border='1'>{body}</table>Figures: {link}"
+    return f"<table border='1'>{body}</table>{_workers_html(result)}Figures: {link}"
+
+
+def _workers_html(result: LoadResult) -> str:
+    """The per-worker breakdown of a split run (nothing for one process)."""
+    if not result.workers:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in ("worker", "where", "connections", "sent / scheduled", "answered", "lost",
+                                              "latency p50 / p99", "client CPU", "generator"))
+    rows = []
+    for w in result.workers:
+        if not w["status"].startswith("lost"):
+            latency = w["latency"]
+            cells = (
+                f"{w['worker']} of {w['of']}", f"{w['host']} pid {w['pid']}", f"{w['opened']} of {w['connections']} opened",
+                f"{w['sent']:,} / {w['scheduled']:,}", f"{w['answered']:,}", f"{w['lost']:,}",
+                f"{_ms(latency['p50_s'])} / {_ms(latency['p99_s'])} (of {latency['count']:,})",
+                f"{w['cpu_share']:.0%} of a core", "FELL BEHIND" if w["fell_behind"] else "kept its schedule",
+            )
+        else:
+            cells = (f"{w['worker']} of {w['of']}", w["status"].upper(), f"{w['connections']}", f"? / {w['scheduled']:,}",
+                     "?", "all", "", "", "")
+        rows.append("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in cells) + "</tr>")
+    return f"<p>Per worker (the run was split over {len(result.workers)}):</p><table border='1'><tr>{head}</tr>{''.join(rows)}</table>"
 
 
 __all__ = ["LoadFigure", "LoadKeywords", "MessageType"]
