@@ -5,11 +5,14 @@ a worker that dies. Against the real mock on 127.0.0.1; counts only, never a mea
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pickle
 import signal
+import threading
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from apex_mock import faults as F
@@ -170,3 +173,28 @@ def test_the_merge_refuses_slices_of_different_partitions():
     bad = [SliceResult((0, 2), "h", 1, [], {}, health, {}), SliceResult((1, 3), "h", 2, [], {}, health, {})]
     with pytest.raises(ValueError, match="different partitions"):
         merge_slices(load, bad)
+
+
+def test_run_load_fails_naming_the_lost_slice_after_writing_its_figures(lib, mock):
+    """The keyword: a worker killed mid-run fails `Run Load`, which still wrote the figures."""
+    library = lib.library
+    killed: list[int] = []
+
+    def _kill_the_second_worker() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # until the run has started (not a wait for a result)
+            engine = library.ctx.load_engine
+            if isinstance(engine, LocalWorkers) and engine.started_wall and time.time() > engine.started_wall + 0.3:
+                killed.append(engine._processes[1].pid)
+                os.kill(killed[0], signal.SIGKILL)
+                return
+            time.sleep(0.02)
+
+    killer = threading.Thread(target=_kill_the_second_worker, daemon=True)
+    killer.start()
+    with pytest.raises(AssertionError, match=r"lost 1 of 2 worker slices: worker 2 of 2 \(pid \d+\) died"):
+        lib.run_load(300, timedelta(seconds=2), connections=4, workers=2, name="killed")
+    killer.join(5)
+    assert killed
+    written = json.loads(next((library.ctx.output_dir() / "load").glob("killed-*.json")).read_text())
+    assert written["lost_slices"] and written["workers"][1]["status"].startswith("lost")

@@ -378,7 +378,10 @@ async def _receive(connection: Any, process: Any, deadline: float | None, loop: 
             try:
                 return connection.recv()
             except (EOFError, OSError) as error:
-                raise WorkerLost(_death(process) if process is not None else f"closed its pipe ({error})") from None
+                if process is None:
+                    raise WorkerLost(f"closed its pipe ({error})") from None
+                await asyncio.to_thread(process.join, 2.0)  # its pipe closed: it is exiting, learn how
+                raise WorkerLost(_death(process)) from None
         if process is not None and not process.is_alive() and not connection.poll():
             raise WorkerLost(_death(process))
         if deadline is not None and loop.time() > deadline:
