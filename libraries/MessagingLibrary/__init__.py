@@ -39,6 +39,7 @@ from .keywords import (
     StateKeywords,
 )
 
+from .parallel import rebase_links
 from .summary import Figure, RunModel, TestEntry, verdict_line, write_summary
 from .version import __version__
 
@@ -231,7 +232,10 @@ class MessagingLibrary(DynamicCore):
       labelled by their template row;
     - the run summary: when the run ends the library writes ``summary.html`` (every test as a
       guarantee with its verdict, headline figures, charts and the regressions since the last
-      run, kept under ``apex-runs/``); ``apex-summary output.xml`` rebuilds it;
+      run, kept under ``apex-runs/``); ``apex-summary output.xml`` rebuilds it. Under pabot
+      each process keeps its files in its own ``pabot_results/N/`` (the merged log links
+      there) and writes no summary: ``apex-summary <outputdir>/output.xml`` writes the whole
+      run's once pabot has merged;
     - `Set Run Metadata` says what the run tested (target, dialect, faults, proxy, version);
     - the history: `Save History` writes ``history-<suite>.jsonl``, every frame sent and
       received (and every injected fault) with monotonic nanosecond timestamps;
@@ -311,6 +315,7 @@ class MessagingLibrary(DynamicCore):
     def _start_suite(self, data, result) -> None:
         if self._output_dir is None:
             self._output_dir = self.ctx.output_dir()
+            self.ctx.pabot = self.ctx.pabot_process(self._output_dir)
             running = EXECUTION_CONTEXTS.current
             self._dry_run = bool(running is not None and running.dry_run)
             # The top suite's start, as apex-summary reads it from output.xml: the same run is
@@ -356,6 +361,17 @@ class MessagingLibrary(DynamicCore):
         self.ctx.step = f"row {self._template_rows}: " + ", ".join(_shown_argument(a) for a in data.args)
         self.ctx.step_marks.append((len(self.ctx.measurements), self.ctx.step))
 
+    def _log_message(self, message) -> None:
+        """Under pabot, a link the library logs to one of its files points there from the merged log.
+
+        The files stay in this process's output directory (``pabot_results/N/``); the merged
+        ``log.html`` is written two folders up (see MessagingLibrary.parallel).
+        """
+        pabot = self.ctx.pabot
+        if pabot is None or not message.html or not pabot.link_prefix:
+            return
+        message.message = rebase_links(message.message, pabot.link_prefix, pabot.output_dir)
+
     def _end_test(self, data, result) -> None:
         self._release(f"test:{data.id}")  # closing cleanly completes the trust checks of its connections
         _judge_trust(result, self.ctx.trust.take())
@@ -381,6 +397,12 @@ class MessagingLibrary(DynamicCore):
         if not self._entries or self._output_dir is None or self._dry_run:
             return  # nothing ran (a --dryrun measures nothing)
         if os.environ.get("APEX_SUMMARY", "").lower() in ("0", "off", "no"):
+            return
+        if self.ctx.pabot is not None:
+            # One pabot process ran only some suites, and writes no log.html to link into: the
+            # whole run's summary (and its place in apex-runs/) comes from the merged output.xml.
+            merged = (self.ctx.pabot.report_dir or Path("<pabot --outputdir>")) / "output.xml"
+            console(f"[apex] pabot process: summary.html of the whole run: apex-summary {merged}")
             return
         run = RunModel(
             metadata=dict(self.ctx.run_metadata),

@@ -24,6 +24,7 @@ from .engine.loop import LoopThread
 from .engine.metrics import min_samples
 from .engine.trust import TrustChecker
 from .engine.session import Session, SessionError
+from .parallel import pabot_process
 
 
 class UserStrategy(enum.Enum):
@@ -169,6 +170,9 @@ class Context:
     run_metadata: dict[str, str] = field(default_factory=dict)
     #: The current test's figures and charts once `Log Measurements` ran (for summary.html).
     test_record: dict[str, Any] | None = None
+    #: This process as an item of a pabot run (MessagingLibrary.parallel.PabotProcess), set by
+    #: the listener when the run starts; None when pabot did not start it.
+    pabot: Any = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
     def next_id(self) -> int:
@@ -308,6 +312,13 @@ class Context:
         if lag is not None:
             rows.append(Measurement(f"event-loop lag p99 of {what}", round(lag, 6), "s", source="generator"))
         rows.append(Measurement(f"client CPU (share of a core) of {what}", health.cpu_share, "ratio", source="generator"))
+        for worker in getattr(health, "workers", ()):  # a run split over workers: each judged as one
+            behind = worker.inconclusive_reason()
+            rows.append(Measurement(
+                f"late sends (over {worker.behind_threshold_s * 1000:g} ms, the generator's own) of {what}, {worker.run}",
+                worker.generator_late_sends, "count", "<=", worker.allowed_late_sends,
+                None if behind else True, behind, "generator",
+            ))
         self.measurements.extend(rows)
         if reason:
             logger.warn(f"Inconclusive: {reason}.")
@@ -350,6 +361,14 @@ class Context:
             return Path(BuiltIn().get_variable_value("${OUTPUT DIR}"))
         except RobotNotRunningError:
             return Path.cwd() / "results"
+
+    @staticmethod
+    def pabot_process(output_dir: Path) -> Any:
+        """This process as an item of a pabot run (a PabotProcess), or None (see MessagingLibrary.parallel)."""
+        try:
+            return pabot_process(BuiltIn(), output_dir)
+        except RobotNotRunningError:
+            return None
 
 
 def seconds(value: timedelta | float | None) -> float | None:

@@ -833,8 +833,9 @@ def _charts_section(run: RunModel) -> str:
     return "<h2 id='charts'>Charts that matter</h2>" + "".join(blocks)
 
 
-#: Metadata the page does not repeat (a link to this very page, for log.html and report.html).
-_NOT_SHOWN = {"runsummary"}
+#: Metadata the page does not repeat (a link to this very page, for log.html and report.html;
+#: which pabot process ran a suite, a fact of that suite and not of the run).
+_NOT_SHOWN = {"runsummary", "pabotprocess"}
 
 
 def _header(run: RunModel) -> str:
@@ -934,13 +935,20 @@ def _parse_time(text: str) -> datetime | None:
     return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone().replace(tzinfo=None)
 
 
-def _history_candidates(folder: Path, exclude: Path | None) -> list[tuple[Path, RunModel]]:
+def _history_candidates(folder: Path, exclude: Path | None) -> list[tuple[Path, RunModel, float]]:
+    """Each run saved in ``folder``, with its file's mtime.
+
+    Other processes may be saving runs meanwhile (pabot, or two runs sharing an output
+    folder): a run is written to a hidden temporary file and renamed into place (see
+    :func:`_write_atomic`), which ``*.json`` does not match; a file that is gone or not (yet)
+    valid JSON is skipped, never an error.
+    """
     found = []
     for path in sorted(folder.glob("*.json")):
-        if exclude is not None and path.resolve() == exclude.resolve():
+        if path.name.startswith(".") or (exclude is not None and path.resolve() == exclude.resolve()):
             continue
         try:
-            found.append((path, load_run_json(path)))
+            found.append((path, load_run_json(path), path.stat().st_mtime))
         except (OSError, ValueError):
             continue
     return found
@@ -957,13 +965,13 @@ def find_previous(output_dir: Path, run: RunModel, exclude: Path | None = None) 
         return None
     now = _parse_time(run.started)
     candidates = []
-    for path, earlier in _history_candidates(folder, exclude):
+    for path, earlier, mtime in _history_candidates(folder, exclude):
         if run.started and earlier.started == run.started:
             continue
         when = _parse_time(earlier.started)
         if now is not None and when is not None and when >= now:
             continue
-        stamp = when or datetime.fromtimestamp(path.stat().st_mtime)
+        stamp = when or datetime.fromtimestamp(mtime)
         candidates.append((stamp, path.name, earlier))
     if not candidates:
         return None
@@ -973,9 +981,11 @@ def find_previous(output_dir: Path, run: RunModel, exclude: Path | None = None) 
 
 
 def save_run(output_dir: Path, run: RunModel) -> Path:
-    """Write ``run`` (no charts) to ``output_dir/apex-runs/<start>-<random>.json``; return the path.
+    """Write ``run`` (no charts) to ``output_dir/apex-runs/<start>-<pid>-<random>.json``; return the path.
 
-    The same run saved again (same start time) replaces its earlier file.
+    The same run saved again (same start time) replaces its earlier file. Processes saving
+    runs into the same folder at once never clash: each run gets a file name of its own and
+    is written atomically (readers see the whole file or none).
     """
     folder = Path(output_dir) / HISTORY_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -983,19 +993,23 @@ def save_run(output_dir: Path, run: RunModel) -> Path:
     stamp = (started or datetime.now(timezone.utc).replace(tzinfo=None)).strftime("%Y%m%dT%H%M%S")
     target = None
     if run.started:
-        for path, earlier in _history_candidates(folder, None):
+        for path, earlier, _ in _history_candidates(folder, None):
             if earlier.started == run.started:
                 target = path
                 break
-    target = target or folder / f"{stamp}-{secrets.token_hex(3)}.json"
+    target = target or folder / f"{stamp}-{os.getpid()}-{secrets.token_hex(3)}.json"
     _write_atomic(target, json.dumps(run_to_dict(run), indent=1, ensure_ascii=False))
     return target
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
+    """Write ``path`` whole or not at all: a hidden temporary file of this writer, then a rename."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def write_summary(

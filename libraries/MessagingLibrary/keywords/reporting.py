@@ -118,6 +118,10 @@ class ReportingKeywords(LibraryComponent):
         and ``Run summary`` (a link to ``summary.html``). Returns them. Tokens and passwords
         never appear: a URL's user info and query are left out.
 
+        The calling suite also gets its own ``Target URL`` (each suite starts its own mock, so
+        the run's names only the latest), and, under pabot, ``Pabot process``: which of pabot's
+        processes ran the suite and the folder of its files (``pabot_results/N/``).
+
         | Set Run Metadata    mock_faults=${APEX_MOCK_FAULTS}    proxy=${APEX_PROXY}    proxy_faults=${APEX_PROXY_FAULTS}
         """
         target = self.ctx.target
@@ -136,9 +140,17 @@ class ReportingKeywords(LibraryComponent):
             # Written at the end of the run next to log.html and report.html.
             "Run summary": "[summary.html|summary.html: every guarantee on one page]",
         }
+        pabot = self.ctx.pabot
+        if pabot is not None:
+            # Written by `apex-summary output.xml` once pabot has merged (no process writes it).
+            described["Run summary"] += " (after pabot: ``apex-summary output.xml``)"
         builtin = BuiltIn()
         for name, value in described.items():
             builtin.set_suite_metadata(name, value, top=True)
+        # The suite's own: under pabot the merged run's top-level value is that of one process.
+        builtin.set_suite_metadata("Target URL", where)
+        if pabot is not None:
+            builtin.set_suite_metadata("Pabot process", pabot.describe())
         self.ctx.run_metadata = described
         return described
 
