@@ -198,3 +198,11 @@ def test_run_load_fails_naming_the_lost_slice_after_writing_its_figures(lib, moc
     assert killed
     written = json.loads(next((library.ctx.output_dir() / "load").glob("killed-*.json")).read_text())
     assert written["lost_slices"] and written["workers"][1]["status"].startswith("lost")
+
+
+def test_a_slice_larger_than_the_pipe_buffer_reaches_the_coordinator_whole(mock):
+    """Three thousand connections' trackers are hundreds of KB: more than a socket buffer holds at once."""
+    result = asyncio.run(run_load(plan(mock.url, 50, 0.2, 3000, connect_concurrency=200), workers=2))
+    assert result.lost_slices == []
+    assert (result.opened, result.answered) == (3000, 10)
+    assert [w["opened"] for w in result.workers] == [1500, 1500]

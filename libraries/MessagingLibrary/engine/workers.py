@@ -360,6 +360,7 @@ def _process_main(connection: Any, plan: LoadPlan, part: tuple[int, int]) -> Non
         if result is not None:
             connection.send(("result", result))
     except BaseException as error:  # noqa: BLE001 (everything is reported to the coordinator)
+        traceback.print_exc()  # to the console Robot writes to: the coordinator names the worker
         try:
             connection.send(("error", f"{type(error).__name__}: {error}\n{traceback.format_exc(limit=8)}"))
         except (OSError, EOFError):
@@ -386,14 +387,9 @@ async def _receive(connection: Any, process: Any, deadline: float | None, loop: 
             raise WorkerLost(_death(process))
         if deadline is not None and loop.time() > deadline:
             raise WorkerLost("did not report in time")
-        ready = loop.create_future()
-        loop.add_reader(connection.fileno(), lambda: ready.done() or ready.set_result(None))
-        try:
-            await asyncio.wait_for(ready, 0.2)
-        except TimeoutError:
-            pass
-        finally:
-            loop.remove_reader(connection.fileno())
+        # Waited for on a thread: the pipe stays a blocking socket (an event loop's reader would
+        # make it non-blocking, and a large message then fails half-sent with EAGAIN).
+        await asyncio.to_thread(connection.poll, 0.2)
 
 
 def _death(process: Any) -> str:
