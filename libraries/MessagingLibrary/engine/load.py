@@ -31,6 +31,7 @@ messages must not keep a million frames.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,8 @@ from .session import MAX_FRAME_BYTES, describe_open_error, describe_session_open
 from .streams import CROSS_TALK, ORPHAN, StreamBook
 from .tracking import ConnectionTracker
 
+#: The load path's WebSocket client unless told (LoadPlan.transport, APEX_LOAD_TRANSPORT).
+DEFAULT_TRANSPORT = "picows"
 #: Replies that answer a message (processed by the server).
 ANSWERS = frozenset({"throughput_response", "ai_response"})
 #: Replies that settle a message without answering it.
@@ -124,8 +127,10 @@ class LoadPlan:
     #: After every message has its outcome, wait until no stream event came for this long (a
     #: late event after a final must still be seen), within the drain timeout.
     quiet_s: float = 0.3
-    #: The load path's WebSocket client: ``websockets`` or ``picows`` (see connection_class).
-    transport: str = "websockets"
+    #: The load path's WebSocket client: ``picows`` (the default: about half the client CPU per
+    #: message of websockets' asyncio client, see benchmarks/) or ``websockets``; the environment
+    #: variable APEX_LOAD_TRANSPORT sets the default (see connection_class).
+    transport: str = field(default_factory=lambda: os.environ.get("APEX_LOAD_TRANSPORT", "").strip() or DEFAULT_TRANSPORT)
 
     def __post_init__(self) -> None:
         if self.connections < 1:
@@ -243,6 +248,11 @@ class LoadConnection:
     @property
     def is_open(self) -> bool:
         return self.ws is not None and self.reader is not None and not self.reader.done()
+
+    @property
+    def local_address(self) -> Any:
+        """This end's (host, port) (the fault proxy names connections by it); None while not connected."""
+        return self.ws.local_address if self.ws is not None else None
 
     @property
     def correlation(self) -> str:
@@ -665,6 +675,8 @@ class LoadEngine:
             raise ValueError(f"A load slice is (worker, workers) with 0 <= worker < workers, got {part}.")
         owned = range(part[0], plan.connections, part[1]) if part is not None else range(0)
         connection = connection_class(plan.transport)
+        #: The transport that carries the run (picows falls back to websockets where it cannot load).
+        self.transport = "websockets" if connection is LoadConnection else plan.transport
         self.connections: list[Any] = [connection(self, i) for i in owned]
         self.by_index: dict[int, LoadConnection] = {c.index: c for c in self.connections}
         #: Messages of this engine's connections (all of the schedule for one worker).
@@ -1111,6 +1123,7 @@ class LoadEngine:
             trust=dict(self.trust),
             trust_examples={k: list(v) for k, v in self.trust_examples.items()},
             correlation=sorted({c.correlation for c in self.connections}),
+            transport=self.transport,
             dialect=self.plan.dialect.describe(),
             unparseable=self.unparseable,
             other_frames=self.other_frames,
@@ -1188,6 +1201,8 @@ class LoadResult:
     trust_examples: dict[str, list[str]]
     #: How replies were matched to messages (the dialects' correlation), and the dialect.
     correlation: list[str]
+    #: The WebSocket client that carried the run (``picows`` or ``websockets``).
+    transport: str
     dialect: str
     unparseable: int
     other_frames: int
@@ -1271,16 +1286,26 @@ class LoadResult:
         return data
 
 
-TRANSPORTS = ("websockets", "picows")
+TRANSPORTS = ("picows", "websockets")
 
 
 def connection_class(transport: str) -> type[LoadConnection]:
-    """The :class:`LoadConnection` class of a transport name (``websockets`` or ``picows``)."""
+    """The :class:`LoadConnection` class of a transport name (``picows`` or ``websockets``).
+
+    picows carries the load path: the same frames, counters and checks as websockets' client at
+    about half the client CPU per message (benchmarks/README.md). The keyword sessions stay on
+    websockets (their cost is one round trip, and they use its features). Where picows cannot
+    be imported (a platform without its wheel), the default falls back to websockets.
+    """
     if transport == "websockets":
         return LoadConnection
     if transport == "picows":
-        from .picows_transport import PicowsLoadConnection
-
+        try:
+            from .picows_transport import PicowsLoadConnection  # noqa: PLC0415 (an import cycle)
+        except ImportError:
+            if os.environ.get("APEX_LOAD_TRANSPORT", "").strip():
+                raise
+            return LoadConnection
         return PicowsLoadConnection
     raise ValueError(f"Unknown load transport '{transport}': use one of {', '.join(TRANSPORTS)}.")
 

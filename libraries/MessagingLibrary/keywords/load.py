@@ -313,7 +313,8 @@ class LoadKeywords(LibraryComponent):
             )
         path = self._write(result, f"{label}-{number}")
         logger.info(_summary_html(result, path.name), html=True)
-        logger.info(f"Load run '{label}': {result.dialect}; replies matched to messages by {' and '.join(result.correlation)}.")
+        logger.info(f"Load run '{label}': {result.dialect}; replies matched to messages by {' and '.join(result.correlation)}; "
+                    f"carried by {result.transport}.")
         if result.trust:
             self.ctx.trust.note_load(label, result.trust, result.trust_examples)
         self.ctx.note_generator(result.generator, _run_label(result, None))

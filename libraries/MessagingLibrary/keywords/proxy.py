@@ -444,7 +444,7 @@ class FaultProxyKeywords(LibraryComponent):
                     return name
             engine = ctx.load_engine
             for load_connection in engine.connections if engine is not None else ():
-                if load_connection.ws is not None and load_connection.ws.local_address == address:
+                if load_connection.local_address == address:
                     return f"load {engine.plan.name}/{load_connection.name}"
             return None
 
