@@ -46,6 +46,9 @@ from .session import MAX_FRAME_BYTES, describe_session_open
 #: websockets' default write limits (``write_limit=2**15``; low: asyncio's high // 4).
 WRITE_LIMIT_HIGH = 2**15
 WRITE_LIMIT_LOW = WRITE_LIMIT_HIGH // 4
+#: The read buffer each connection starts with (picows' default is 16 KiB, most of a
+#: connection's memory at 10,000 connections); load frames are small, and it grows when one is not.
+READ_BUFFER_BYTES = 1024
 #: How long close() waits for the server's close frame and TCP close, then for the callback
 #: (websockets' close_timeout and the reader join of the websockets path).
 CLOSE_TIMEOUT_S = 2.0
@@ -53,6 +56,8 @@ CLOSE_TIMEOUT_S = 2.0
 ABNORMAL_CLOSURE = 1006
 NO_STATUS_RCVD = 1005
 
+#: The (never appended) queue of a live listener: an empty deque is 600 bytes, per connection.
+_NO_FRAMES: Any = ()
 _TEXT = WSMsgType.TEXT
 _BINARY = WSMsgType.BINARY
 _CONTINUATION = WSMsgType.CONTINUATION
@@ -245,7 +250,7 @@ class _Listener(WSListener):
         self._codec = connection.codec
         self._identity = connection.codec.identity
         self.live = True
-        left, self.queued = list(self.queued), deque()
+        left, self.queued = list(self.queued), _NO_FRAMES  # nothing is queued once live (no deque each)
         return left
 
     def closed_error(self) -> ConnectionClosed:
@@ -375,6 +380,7 @@ class PicowsLoadConnection(LoadConnection):
                     enable_auto_pong=True,
                     max_frame_size=MAX_FRAME_BYTES,
                     extra_headers=headers,
+                    read_buffer_init_size=READ_BUFFER_BYTES,
                 ),
                 timeout,
             )
