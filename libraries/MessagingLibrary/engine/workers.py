@@ -676,7 +676,6 @@ class DaskWorkers(WorkerRun):
                 if unfinished:
                     client.set_metadata([self.run_key, "start"], "stop")
                     client.cancel(unfinished)
-                client.set_metadata([self.run_key, "done"], True)
             finally:
                 client.close(timeout=10)
 
