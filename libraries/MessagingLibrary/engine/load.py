@@ -555,14 +555,15 @@ class LoadConnection:
         codec = self.codec
         return orjson.dumps(body if codec.identity else codec.encode(body))
 
+    # What moves the bytes is the transport's: _write_backlog, _write_scheduled, _abort and
+    # _close_transport (websockets here, picows in picows_transport.PicowsLoadConnection); the
+    # bookkeeping around them is shared.
+
     async def _send(self, seq: int, resend: bool) -> None:
+        """Send ``seq`` outside the schedule (a reconnect's resends and backlog); ConnectionError when closed."""
         if not self.is_open or self.ws is None:
             raise ConnectionError(f"connection {self.name} is not open")
-        data = self.frame(seq)
-        try:
-            await self.ws.send(data, text=True)
-        except ConnectionClosed:
-            raise ConnectionError(f"connection {self.name} closed") from None
+        await self._write_backlog(self.frame(seq))
         tracker = self.tracker
         if resend:
             tracker.resent += 1  # a resend never triggers an injected drop: only new messages count
@@ -575,23 +576,53 @@ class LoadConnection:
         """The scheduler's send of ``seq``; deferred while the connection is down or catching up."""
         tracker = self.tracker
         tracker.scheduled = seq + 1
-        self.engine._bucket(self.engine.offered_buckets, intended_ns)
+        engine = self.engine
+        engine._bucket(engine.offered_buckets, intended_ns)
         if self.catching_up:
             return  # the reconnect sends it (late) after resending what was lost
-        ws = self.ws
-        if ws is None or not self.is_open:
-            if self.engine.plan.reconnect and not self.gave_up:
-                self.catching_up = True  # the reader's close handling reconnects
+        if self.ws is None or not self.is_open:
+            if engine.plan.reconnect and not self.gave_up:
+                self.catching_up = True  # the close handling reconnects
             else:
-                self.engine.unsent += 1
+                engine.unsent += 1
             return
-        engine = self.engine
         if self.stalled:
             engine.clock.blocked()  # the server stopped reading: not sent, and not the generator's doing
             return
         data = self.frame(seq)
         ts = time.perf_counter_ns()
         engine.clock.before(intended_ns, ts)
+        if not await self._write_scheduled(data, ts):
+            if not engine.plan.reconnect:
+                engine.unsent += 1
+            return
+        tracker.sent = seq + 1
+        engine.on_send(seq * engine.width + self.index, ts)
+        self._maybe_drop()
+
+    def _maybe_drop(self) -> None:
+        every = self.engine.plan.drop_every
+        if every and self.tracker.sent % every == 0 and self.is_open:
+            self.injected = True
+            self.catching_up = True
+            self._abort()
+
+    async def _write_backlog(self, data: bytes) -> None:
+        """Write one frame, waiting as long as the server takes to read it; ConnectionError when closed."""
+        try:
+            await self.ws.send(data, text=True)  # type: ignore[union-attr]
+        except ConnectionClosed:
+            raise ConnectionError(f"connection {self.name} closed") from None
+
+    async def _write_scheduled(self, data: bytes, ts: int) -> bool:
+        """Write one scheduled frame (``ts``: when the send began); False if the connection closed first.
+
+        A write that finds the socket buffer full waits for the server to read, at most the
+        plan's stall timeout; then the frame stays buffered and the connection counts as
+        stalled. The send clock learns whether the write waited on the peer.
+        """
+        ws = self.ws  # open: send_scheduled checked
+        engine = self.engine
         paused, pauses = waits_on_peer(ws)
         try:
             if paused or ws.transport.get_write_buffer_size() + len(data) > ws.write_limit_high:
@@ -601,9 +632,7 @@ class LoadConnection:
             else:
                 await ws.send(data, text=True)
         except ConnectionClosed:
-            if not engine.plan.reconnect:
-                engine.unsent += 1
-            return
+            return False
         except TimeoutError:
             # The frame is written to the transport's buffer; the server has not read for the
             # stall timeout. Later messages of this connection are not sent.
@@ -611,16 +640,11 @@ class LoadConnection:
             engine.note_stall(self.name)
         finally:
             engine.clock.after(time.perf_counter_ns() - ts, paused or ws.pauses != pauses)
-        tracker.sent = seq + 1
-        engine.on_send(seq * engine.width + self.index, ts)
-        self._maybe_drop()
+        return True
 
-    def _maybe_drop(self) -> None:
-        every = self.engine.plan.drop_every
-        if every and self.tracker.sent % every == 0 and self.is_open and self.ws is not None:
-            self.injected = True
-            self.catching_up = True
-            self.ws.transport.abort()
+    def _abort(self) -> None:
+        """Cut the connection at once, as a network failure would (no close handshake)."""
+        self.ws.transport.abort()  # type: ignore[union-attr]
 
     # -- requests and closing ----------------------------------------------------------------
 
@@ -643,6 +667,10 @@ class LoadConnection:
             await asyncio.gather(self.reconnecting, return_exceptions=True)
         if self.ack_task is not None and not self.ack_task.done():
             await asyncio.gather(self.ack_task, return_exceptions=True)
+        await self._close_transport()
+
+    async def _close_transport(self) -> None:
+        """The close handshake (at most 2 s, then an abort), then the reader's end (at most 2 s)."""
         if self.ws is not None:
             try:
                 await asyncio.wait_for(self.ws.close(), 2.0)

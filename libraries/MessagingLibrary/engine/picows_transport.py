@@ -439,12 +439,9 @@ class PicowsLoadConnection(LoadConnection):
         if listener.paused:
             await listener.drain()
 
-    async def _send(self, seq: int, resend: bool) -> None:
+    async def _write_backlog(self, data: bytes) -> None:
         listener = self.listener
-        if not self.is_open or self.ws is None or listener is None:
-            raise ConnectionError(f"connection {self.name} is not open")
-        data = self.frame(seq)
-        if not listener.writable:
+        if self.ws is None or listener is None or not listener.writable:
             raise ConnectionError(f"connection {self.name} closed")
         self.ws.send(_TEXT, data)
         if listener.paused:
@@ -452,45 +449,18 @@ class PicowsLoadConnection(LoadConnection):
                 await listener.drain()
             except ConnectionClosed:
                 raise ConnectionError(f"connection {self.name} closed") from None
-        tracker = self.tracker
-        if resend:
-            tracker.resent += 1  # a resend never triggers an injected drop: only new messages count
-        else:
-            tracker.sent = seq + 1
-            self.engine.on_deferred_send(seq * self.engine.width + self.index)
-            self._maybe_drop()
 
-    async def send_scheduled(self, seq: int, intended_ns: int) -> None:
-        """The scheduler's send of ``seq`` (see LoadConnection.send_scheduled): the write never
-        blocks; when it leaves the connection paused (a full socket buffer) the send waits for
-        the server to read, at most ``stall_timeout_s``, then the connection counts as stalled."""
-        tracker = self.tracker
-        tracker.scheduled = seq + 1
+    async def _write_scheduled(self, data: bytes, ts: int) -> bool:
+        """The write never blocks; when it leaves the connection paused (a full socket buffer)
+        the send waits for the server to read, at most ``stall_timeout_s``, then the connection
+        counts as stalled (see LoadConnection._write_scheduled)."""
+        listener, ws = self.listener, self.ws  # open: send_scheduled checked
         engine = self.engine
-        engine._bucket(engine.offered_buckets, intended_ns)
-        if self.catching_up:
-            return  # the reconnect sends it (late) after resending what was lost
-        listener = self.listener
-        ws = self.ws
-        if ws is None or listener is None or not self.is_open:
-            if engine.plan.reconnect and not self.gave_up:
-                self.catching_up = True  # the close handling reconnects
-            else:
-                engine.unsent += 1
-            return
-        if self.stalled:
-            engine.clock.blocked()  # the server stopped reading: not sent, and not the generator's doing
-            return
-        data = self.frame(seq)
         clock = engine.clock
-        ts = time.perf_counter_ns()
-        clock.before(intended_ns, ts)
         paused, pauses = listener.paused, listener.pauses
         if not listener.writable:  # closing (websockets: ConnectionClosed)
             clock.after(time.perf_counter_ns() - ts, paused)
-            if not engine.plan.reconnect:
-                engine.unsent += 1
-            return
+            return False
         ws.send(_TEXT, data)
         if listener.paused:
             # The socket buffer is full: wait for the server to read, bounded, so a server that
@@ -499,9 +469,7 @@ class PicowsLoadConnection(LoadConnection):
                 await listener.drain(engine.plan.stall_timeout_s)
             except ConnectionClosed:
                 clock.after(time.perf_counter_ns() - ts, True)
-                if not engine.plan.reconnect:
-                    engine.unsent += 1
-                return
+                return False
             except TimeoutError:
                 # The frame is in the transport's buffer; the server has not read for the stall
                 # timeout. Later messages of this connection are not sent.
@@ -510,26 +478,15 @@ class PicowsLoadConnection(LoadConnection):
             clock.after(time.perf_counter_ns() - ts, True)
         elif paused or listener.pauses != pauses:
             clock.after(time.perf_counter_ns() - ts, True)
-        tracker.sent = seq + 1
-        engine.on_send(seq * engine.width + self.index, ts)
-        self._maybe_drop()
+        return True
 
-    def _maybe_drop(self) -> None:
-        every = self.engine.plan.drop_every
-        if every and self.tracker.sent % every == 0 and self.is_open and self.listener is not None:
-            self.injected = True
-            self.catching_up = True
-            self.listener.abort()
+    def _abort(self) -> None:
+        self.listener.abort()  # type: ignore[union-attr]
 
     # -- closing -------------------------------------------------------------------------------
 
-    async def close(self) -> None:
-        self.closing = True
-        if self.reconnecting is not None and not self.reconnecting.done():
-            self.reconnecting.cancel()
-            await asyncio.gather(self.reconnecting, return_exceptions=True)
-        if self.ack_task is not None and not self.ack_task.done():
-            await asyncio.gather(self.ack_task, return_exceptions=True)
+    async def _close_transport(self) -> None:
+        """The close handshake (at most ``CLOSE_TIMEOUT_S``, then a disconnect), then the TCP close."""
         listener, ws = self.listener, self.ws
         if listener is None or ws is None or listener.disconnected:
             return
