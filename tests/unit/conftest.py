@@ -10,9 +10,11 @@ from robot.api.types import Secret
 
 
 @pytest.fixture(scope="module")
-def mock(tmp_path_factory):
-    """An apex-mock process with its defaults, one per test module (a module may define its own)."""
-    process = start_mock(log_file=tmp_path_factory.mktemp("mock") / "mock.log")
+def mock(request, tmp_path_factory):
+    """An apex-mock process, one per test module: with its defaults, or started with the module's
+    ``MOCK_ARGS`` (``fakes.INSTANT``: one that answers at once)."""
+    extra = getattr(request.module, "MOCK_ARGS", ())
+    process = start_mock(log_file=tmp_path_factory.mktemp("mock") / "mock.log", extra_args=extra, timeout=15)
     yield process
     process.stop()
 

@@ -3,6 +3,16 @@
 import asyncio
 import time
 
+from MessagingLibrary.engine.mock_process import MockProcess, start_mock
+
+#: apex-mock arguments for a mock that answers at once (the load engine's tests: counts, not pacing).
+INSTANT = ("--processing-ms", "0")
+
+
+def start_instant_mock(*faults: str) -> MockProcess:
+    """An apex-mock process that answers at once, with ``faults``; the caller stops it."""
+    return start_mock(faults=list(faults), extra_args=INSTANT, timeout=15)
+
 
 def run(coro, timeout: float = 10.0):
     """Run ``coro`` in a fresh event loop; fail after ``timeout`` seconds instead of hanging."""

@@ -9,27 +9,17 @@ from __future__ import annotations
 import asyncio
 import time
 import tracemalloc
-from collections.abc import Iterator
 
 import pytest
 from apex_mock import faults as F
+from fakes import INSTANT, start_instant_mock
 from MessagingLibrary.engine.load import LoadEngine, LoadPlan, LoadResult, run_load
 from MessagingLibrary.engine.metrics import PENDING_KEYS
-from MessagingLibrary.engine.mock_process import MockProcess, start_mock
+from MessagingLibrary.engine.mock_process import start_mock
 from MessagingLibrary.engine.schedule import Phase
 
 
-def _start(*faults: str) -> MockProcess:
-    return start_mock(faults=list(faults), extra_args=["--processing-ms", "0"], timeout=15)
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockProcess]:
-    server = _start()
-    try:
-        yield server
-    finally:
-        server.stop()
+MOCK_ARGS = INSTANT  # the conftest's mock answers at once
 
 
 def plan(url: str, rate: float, seconds: float, connections: int = 1, **options) -> LoadPlan:
@@ -85,7 +75,7 @@ def test_latency_runs_from_the_intended_send_time_so_a_stalled_sender_cannot_hid
 
 
 def test_a_slow_server_shows_in_the_latency_not_in_the_send_rate():
-    server = _start(F.SLOW)
+    server = start_instant_mock(F.SLOW)
     try:
         result = run(plan(server.url, 200, 0.5, drain_timeout_s=5.0))
     finally:
@@ -97,7 +87,7 @@ def test_a_slow_server_shows_in_the_latency_not_in_the_send_rate():
 
 
 def test_reordering_is_seen_in_arrival_order_and_named():
-    server = _start(F.REORDER)
+    server = start_instant_mock(F.REORDER)
     try:
         result = run(plan(server.url, 500, 0.2))
     finally:
@@ -108,7 +98,7 @@ def test_reordering_is_seen_in_arrival_order_and_named():
 
 
 def test_a_dropped_response_is_lost_after_the_drain_timeout():
-    server = _start(F.DROP_RESPONSE)
+    server = start_instant_mock(F.DROP_RESPONSE)
     try:
         result = run(plan(server.url, 500, 0.2, drain_timeout_s=0.5))
     finally:
@@ -204,7 +194,7 @@ def test_a_server_that_stops_reading_holds_the_writes_and_that_is_the_servers_fa
     buffers, the client's writes wait, the connection counts as stalled after the stall timeout
     and its later messages are not sent. The lateness that caused is excused: the generator kept
     its schedule (late threshold 300 ms, so only the server's stall can make a send that late)."""
-    server = _start(f"{F.STOP_READING}=20")
+    server = start_instant_mock(f"{F.STOP_READING}=20")
     try:
         result = run(
             plan(server.url, 400, 2.0, message_type="user_message", message_size=32768, stall_timeout_s=0.5,

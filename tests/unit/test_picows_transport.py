@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import orjson
 import pytest
@@ -18,25 +17,19 @@ import pytest
 pytest.importorskip("picows")
 
 from apex_mock import faults as F
+from fakes import INSTANT, start_instant_mock
 from MessagingLibrary.dialects import load_dialect
 from MessagingLibrary.engine.auth import development_jwt_secret, mint_jwt
-from MessagingLibrary.engine.load import LoadEngine, LoadPlan, LoadResult, connection_class, run_load
-from MessagingLibrary.engine.mock_process import MockProcess, start_mock
+from MessagingLibrary.engine.load import LoadEngine, LoadResult, connection_class, run_load
+from MessagingLibrary.engine.mock_process import start_mock
 from MessagingLibrary.engine.picows_transport import PicowsLoadConnection, describe_picows_open_error
-from MessagingLibrary.engine.schedule import Phase
-from test_load_engine import _start, plan, run
+from test_load_engine import plan, run
 from websockets.asyncio.server import serve
 
 PICOWS = {"transport": "picows"}
 
 
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockProcess]:
-    server = _start()
-    try:
-        yield server
-    finally:
-        server.stop()
+MOCK_ARGS = INSTANT  # the conftest's mock answers at once
 
 
 def test_the_transport_name_selects_the_picows_connection(mock):
@@ -77,7 +70,7 @@ def test_a_loop_blocked_mid_run_makes_late_sends_not_lost_ones(mock):
     ids=["reorder", "duplicate", "gap"],
 )
 def test_order_duplicates_and_gaps_are_judged_in_arrival_order(fault, check):
-    server = _start(fault)
+    server = start_instant_mock(fault)
     try:
         result = run(plan(server.url, 500, 0.2, drain_timeout_s=0.5, **PICOWS))
     finally:
@@ -96,7 +89,7 @@ def test_injected_drops_reconnect_resend_and_every_message_is_processed_once(moc
 
 
 def test_server_side_disconnects_are_reported_with_their_close_code_and_reconnected():
-    server = _start(f"{F.DISCONNECT_EVERY}=40")
+    server = start_instant_mock(f"{F.DISCONNECT_EVERY}=40")
     try:
         result = run(plan(server.url, 400, 0.25, message_type="user_message", reconnect=True, **PICOWS))
     finally:
@@ -120,7 +113,7 @@ def test_a_frame_over_the_servers_limit_closes_with_its_code_and_reason_on_both_
 
 
 def test_a_server_that_stops_reading_stalls_the_connection_and_that_is_the_servers_fault():
-    server = _start(f"{F.STOP_READING}=20")
+    server = start_instant_mock(f"{F.STOP_READING}=20")
     try:
         result = run(
             plan(server.url, 400, 1.0, message_type="user_message", message_size=32768, stall_timeout_s=0.3,

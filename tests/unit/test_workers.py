@@ -11,15 +11,14 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from apex_mock import faults as F
+from fakes import INSTANT, start_instant_mock
 from hdrh.histogram import HdrHistogram
 from MessagingLibrary.engine.load import LoadEngine, LoadPlan, LoadResult, run_load
 from MessagingLibrary.engine.metrics import LatencyHistogram
-from MessagingLibrary.engine.mock_process import MockProcess, start_mock
 from MessagingLibrary.engine.schedule import Phase
 from MessagingLibrary.engine.workers import LocalWorkers, SliceResult, merge_slices, resolve_workers
 
@@ -28,17 +27,7 @@ EXACT = ("scheduled", "sent", "unsent", "answered", "delivered", "lost", "duplic
          "unmatched", "connections", "opened", "high_priority_sent", "stalled_connections", "foreign_slice")
 
 
-def _start(*faults: str) -> MockProcess:
-    return start_mock(faults=list(faults), extra_args=["--processing-ms", "0"], timeout=15)
-
-
-@pytest.fixture(scope="module")
-def mock() -> Iterator[MockProcess]:
-    server = _start()
-    try:
-        yield server
-    finally:
-        server.stop()
+MOCK_ARGS = INSTANT  # the conftest's mock answers at once
 
 
 def plan(url: str, rate: float, seconds: float, connections: int, phases: list[Phase] | None = None, **options) -> LoadPlan:
@@ -125,7 +114,7 @@ def test_two_workers_give_the_one_process_figures_exactly(mock):
 
 
 def test_a_reordering_server_is_caught_on_every_worker_as_in_one_process():
-    server = _start(F.REORDER)
+    server = start_instant_mock(F.REORDER)
     try:
         single = asyncio.run(run_load(plan(server.url, 500, 0.4, 4)))
         split = asyncio.run(run_load(plan(server.url, 500, 0.4, 4), workers=2))
