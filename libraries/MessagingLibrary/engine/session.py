@@ -565,7 +565,9 @@ class Session:
         try:
             await self._flush_acks()
             await self.send(frame)
-            reply = await asyncio.wait_for(future, timeout)
+            # asyncio.timeout, not wait_for: in 3.11 wait_for wakes this task one loop turn later
+            async with asyncio.timeout(timeout):
+                reply = await future
         except (asyncio.TimeoutError, TimeoutError):
             raise WaitTimeout(
                 f"No reply to {frame['type']} (request_id {request_id}) within {timeout:g} s on connection '{self.alias}'."
