@@ -166,7 +166,7 @@ def test_one_low_rate_end_to_end(smoke):
     for client in ("library", "bare", "cross"):
         assert report["ping_pong"][client]["rounds"] == 20
         assert report["ping_pong"][client]["p50_us"] > 0
-    assert report["ping_pong"]["ratio_library_to_bare"] > 0
+    assert report["ping_pong"]["ratio_library_to_bare"] > 0 and report["ping_pong"]["ratio_library_to_cross"] > 0
     names = [t["name"] for t in report["targets"]]
     assert names[:3] == [
         "engine (1 worker, vs picows responder) / bare websockets pair",
@@ -178,6 +178,7 @@ def test_one_low_rate_end_to_end(smoke):
         "engine opens 10 connections",
         "engine client memory per connection",
         "ping-pong p50 library / bare",
+        "ping-pong p50 library / bare client, same server",
         "engine memory per connection at 20",
     ]
     assert all(isinstance(t["met"], bool) for t in report["targets"])
