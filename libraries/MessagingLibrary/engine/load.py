@@ -287,14 +287,18 @@ class LoadConnection:
             reason = error if isinstance(error, SessionOpenError) else describe_session_open(self.ws, error)
             self.open_error = f"Connected to {shown_url(plan.url)} but the session did not open ({plan.dialect.describe()}): {reason}"
             raise ConnectionError(self.open_error) from None
+        self._session_opened(codec, started, early)
+        self.reader = asyncio.create_task(self._read(self.ws), name=f"load-reader-{self.name}")
+
+    def _session_opened(self, codec: Any, started_ns: int, early: list[dict[str, Any]]) -> None:
+        """The session is open (both transports): a new epoch, and the frames that came with the opening."""
         self.codec = codec
-        self.handshake_s = (time.perf_counter_ns() - started) / 1e9
+        self.handshake_s = (time.perf_counter_ns() - started_ns) / 1e9
         self.session_started = None
         self.epoch_deliveries = 0
         self.injected = False
         for frame in early:
             self._handle(frame if codec.identity else codec.classify(frame), time.perf_counter_ns())
-        self.reader = asyncio.create_task(self._read(self.ws), name=f"load-reader-{self.name}")
 
     # -- reading -----------------------------------------------------------------------------
 

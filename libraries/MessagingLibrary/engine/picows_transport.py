@@ -402,13 +402,7 @@ class PicowsLoadConnection(LoadConnection):
             raise ConnectionError(self.open_error) from None
         self.ws = transport
         self.listener = listener
-        self.codec = codec
-        self.handshake_s = (time.perf_counter_ns() - started) / 1e9
-        self.session_started = None
-        self.epoch_deliveries = 0
-        self.injected = False
-        for frame in early:
-            self._handle(frame if codec.identity else codec.classify(frame), time.perf_counter_ns())
+        self._session_opened(codec, started, early)
         for payload, text, ts in listener.go_live():
             listener.receive(payload, ts, text)
         if listener.disconnected:  # lost while opening: what the reader would have found at once
