@@ -170,25 +170,6 @@ def test_a_run_twice_as_long_takes_no_more_client_memory(mock):
     assert long <= short + allowance, f"peak traced memory: {short} B for 4,000 messages, {long} B for 12,000"
 
 
-def test_a_server_without_configure_session_is_reported_not_waited_for():
-    server = start_mock(extra_args=["--without", "configure_session"], timeout=15)
-    try:
-        load_plan = plan(server.url, 100, 0.1, configure={"throughput_processing_ms": 0.5})
-
-        async def _go():
-            engine = LoadEngine(load_plan)
-            try:
-                await asyncio.wait_for(engine.open(), 5)
-                return engine.configure_problem
-            finally:
-                await engine.close()
-
-        problem = asyncio.run(_go())
-    finally:
-        server.stop()
-    assert "answered error 'unsupported'" in problem
-
-
 def test_a_server_that_stops_reading_holds_the_writes_and_that_is_the_servers_fault_not_the_generators():
     """TCP backpressure: the mock stops reading after 20 frames; 32 KB messages fill the socket
     buffers, the client's writes wait, the connection counts as stalled after the stall timeout

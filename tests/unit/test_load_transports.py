@@ -1,9 +1,10 @@
-"""The load engine on picows (``LoadPlan(transport="picows")``): the same figures as on websockets.
+"""The load engine on both its transports (``LoadPlan(transport=...)``): picows, the default, and
+websockets must give the same figures.
 
-The important load-engine scenarios of test_load_engine.py, run on the picows transport against
-the real mock (a separate process), plus a scripted in-process server that sends what the mock
-never does (unparseable frames, a binary frame, fragmented messages, a close with a code and a
-reason) and is run on both transports, which must count it alike. Counts only, never times.
+The important load-engine scenarios of test_load_engine.py (which runs on the default), run on
+each transport against the real mock (a separate process), plus a scripted in-process server
+that sends what the mock never does (unparseable frames, a binary frame, fragmented messages, a
+close with a code and a reason), which both must count alike. Counts only, never times.
 """
 
 from __future__ import annotations
@@ -27,9 +28,16 @@ from test_load_engine import plan, run
 from websockets.asyncio.server import serve
 
 PICOWS = {"transport": "picows"}
+TRANSPORTS = ("picows", "websockets")
 
 
 MOCK_ARGS = INSTANT  # the conftest's mock answers at once
+
+
+@pytest.fixture(params=TRANSPORTS)
+def transport(request) -> dict[str, str]:
+    """The plan option choosing the transport: each test using it runs once per transport."""
+    return {"transport": request.param}
 
 
 def test_the_transport_name_selects_the_picows_connection(mock):
@@ -38,8 +46,8 @@ def test_the_transport_name_selects_the_picows_connection(mock):
     assert all(isinstance(c, PicowsLoadConnection) for c in engine.connections)
 
 
-def test_every_message_answered_in_order_per_connection(mock):
-    result = run(plan(mock.url, 1000, 0.5, connections=4, **PICOWS))
+def test_every_message_answered_in_order_per_connection(mock, transport):
+    result = run(plan(mock.url, 1000, 0.5, connections=4, **transport))
     assert (result.scheduled, result.sent, result.answered, result.lost) == (500, 500, 500, 0)
     assert (result.duplicated, result.reordered, result.disconnects, result.unmatched, result.unparseable) == (0, 0, 0, 0, 0)
     assert [c["answered"] for c in result.per_connection] == [125, 125, 125, 125]
@@ -47,15 +55,15 @@ def test_every_message_answered_in_order_per_connection(mock):
     assert result.close_reasons == [] and result.stalled_connections == 0
 
 
-def test_chat_messages_with_streams_are_followed(mock):
-    result = run(plan(mock.url, 200, 0.25, connections=2, message_type="user_message", streams=True, quiet_s=0.05, **PICOWS))
+def test_chat_messages_with_streams_are_followed(mock, transport):
+    result = run(plan(mock.url, 200, 0.25, connections=2, message_type="user_message", streams=True, quiet_s=0.05, **transport))
     assert (result.scheduled, result.answered, result.lost) == (50, 50, 0)
     assert result.streams is not None
 
 
-def test_a_loop_blocked_mid_run_makes_late_sends_not_lost_ones(mock):
+def test_a_loop_blocked_mid_run_makes_late_sends_not_lost_ones(mock, transport):
     """Counts only: ~150 sends were due while the loop was blocked, they go out late, all answered."""
-    result = run(plan(mock.url, 500, 1.0, **PICOWS), during=(0.3, lambda: time.sleep(0.3)))
+    result = run(plan(mock.url, 500, 1.0, **transport), during=(0.3, lambda: time.sleep(0.3)))
     assert result.answered == 500 and result.missed_sends >= 100
     assert result.generator.write_waits == 0  # nothing waited on the server
 
@@ -69,29 +77,29 @@ def test_a_loop_blocked_mid_run_makes_late_sends_not_lost_ones(mock):
     ],
     ids=["reorder", "duplicate", "gap"],
 )
-def test_order_duplicates_and_gaps_are_judged_in_arrival_order(fault, check):
+def test_order_duplicates_and_gaps_are_judged_in_arrival_order(fault, check, transport):
     server = start_instant_mock(fault)
     try:
-        result = run(plan(server.url, 500, 0.2, drain_timeout_s=0.5, **PICOWS))
+        result = run(plan(server.url, 500, 0.2, drain_timeout_s=0.5, **transport))
     finally:
         server.stop()
     assert result.scheduled == 100
     assert check(result), (result.reordered, result.duplicated, result.lost, result.examples)
 
 
-def test_injected_drops_reconnect_resend_and_every_message_is_processed_once(mock):
+def test_injected_drops_reconnect_resend_and_every_message_is_processed_once(mock, transport):
     result = run(plan(mock.url, 400, 0.5, connections=2, message_type="user_message",
-                      drop_every=25, verify_processing=True, **PICOWS))
+                      drop_every=25, verify_processing=True, **transport))
     assert result.injected_drops == 8  # 100 messages per connection, a drop after every 25th
     assert result.reconnects == 8 and result.reconnect_failures == []
     assert result.delivered == 200 and result.disconnects == 0
     assert result.processing == {"not_processed": 0, "processed_more_than_once": 0, "examples": [], "unavailable": "", "unsupported": ""}
 
 
-def test_server_side_disconnects_are_reported_with_their_close_code_and_reconnected():
+def test_server_side_disconnects_are_reported_with_their_close_code_and_reconnected(transport):
     server = start_instant_mock(f"{F.DISCONNECT_EVERY}=40")
     try:
-        result = run(plan(server.url, 400, 0.25, message_type="user_message", reconnect=True, **PICOWS))
+        result = run(plan(server.url, 400, 0.25, message_type="user_message", reconnect=True, **transport))
     finally:
         server.stop()
     assert result.disconnects >= 2 and result.reconnects == result.disconnects
@@ -112,12 +120,12 @@ def test_a_frame_over_the_servers_limit_closes_with_its_code_and_reason_on_both_
     assert results["picows"].close_reasons == results["websockets"].close_reasons
 
 
-def test_a_server_that_stops_reading_stalls_the_connection_and_that_is_the_servers_fault():
+def test_a_server_that_stops_reading_stalls_the_connection_and_that_is_the_servers_fault(transport):
     server = start_instant_mock(f"{F.STOP_READING}=20")
     try:
         result = run(
             plan(server.url, 400, 1.0, message_type="user_message", message_size=32768, stall_timeout_s=0.3,
-                 late_threshold_s=0.3, drain_timeout_s=0.5, **PICOWS)
+                 late_threshold_s=0.3, drain_timeout_s=0.5, **transport)
         )
     finally:
         server.stop(timeout=0.5)  # a server that stopped reading its connection does not stop gracefully
@@ -130,19 +138,19 @@ def test_a_server_that_stops_reading_stalls_the_connection_and_that_is_the_serve
     assert any("stalled: the server did not read" in reason for reason in result.close_reasons)
 
 
-def test_the_netra_dialect_opens_its_session_and_every_message_is_answered():
+def test_the_netra_dialect_opens_its_session_and_every_message_is_answered(transport):
     server = start_mock(extra_args=["--processing-ms", "0", "--dialect", "netra"], timeout=15)
     try:
         secret = development_jwt_secret()
         for message_type in ("throughput_test", "user_message"):
             load_plan = plan(server.url, 400, 0.25, connections=2, message_type=message_type,
-                             dialect=load_dialect("netra"), **PICOWS)
+                             dialect=load_dialect("netra"), **transport)
             load_plan.tokens = [mint_jwt(secret, f"picows-{message_type}-{i}") for i in range(2)]
             result = run(load_plan)
             assert result.opened == 2, result.connect_failures
             assert (result.scheduled, result.answered, result.lost) == (100, 100, 0), message_type
             assert "'netra'" in result.dialect and result.close_reasons == []
-        bad = plan(server.url, 100, 0.1, dialect=load_dialect("netra"), **PICOWS)  # opaque token: refused
+        bad = plan(server.url, 100, 0.1, dialect=load_dialect("netra"), **transport)  # opaque token: refused
         refused = asyncio.run(run_load(bad))
         assert refused.opened == 0
         assert "the session did not open" in refused.connect_failures[0] or "HTTP 40" in refused.connect_failures[0]
@@ -150,10 +158,10 @@ def test_the_netra_dialect_opens_its_session_and_every_message_is_answered():
         server.stop()
 
 
-def test_configure_requests_are_answered_and_a_missing_operation_is_reported():
+def test_configure_requests_are_answered_and_a_missing_operation_is_reported(transport):
     server = start_mock(extra_args=["--without", "configure_session"], timeout=15)
     try:
-        load_plan = plan(server.url, 100, 0.1, configure={"throughput_processing_ms": 0.5}, **PICOWS)
+        load_plan = plan(server.url, 100, 0.1, configure={"throughput_processing_ms": 0.5}, **transport)
 
         async def _go():
             engine = LoadEngine(load_plan)
@@ -169,12 +177,12 @@ def test_configure_requests_are_answered_and_a_missing_operation_is_reported():
     assert "answered error 'unsupported'" in problem
 
 
-def test_refused_connections_are_counted_and_named(mock):
-    result = asyncio.run(run_load(plan(mock.url.replace("/ws", "/nowhere"), 100, 0.1, connections=2, **PICOWS)))
+def test_refused_connections_are_counted_and_named(mock, transport):
+    result = asyncio.run(run_load(plan(mock.url.replace("/ws", "/nowhere"), 100, 0.1, connections=2, **transport)))
     assert result.opened == 0
     assert result.lost == result.scheduled == 10
     assert "HTTP 404" in result.connect_failures[0]
-    closed_port = asyncio.run(run_load(plan("ws://127.0.0.1:9/ws", 100, 0.1, connect_timeout_s=2.0, **PICOWS)))
+    closed_port = asyncio.run(run_load(plan("ws://127.0.0.1:9/ws", 100, 0.1, connect_timeout_s=2.0, **transport)))
     assert closed_port.opened == 0 and closed_port.connect_failures[0].startswith("Cannot connect to ws://127.0.0.1:9/ws")
 
 
