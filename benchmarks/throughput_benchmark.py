@@ -1404,24 +1404,12 @@ def build_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             "met": engine.get("kb_per_connection", math.inf) < KB_PER_CONNECTION_TARGET,
         }
     )
-    p = pp.get("ratio_library_to_bare")
-    targets.append(
-        {
-            "name": "ping-pong p50 library / bare",
-            "value": p,
-            "target": f"<= {PING_PONG_RATIO_TARGET:g}",
-            "met": p is not None and p <= PING_PONG_RATIO_TARGET,
-        }
-    )
-    same = pp.get("ratio_library_to_cross")
-    targets.append(
-        {
-            "name": "ping-pong p50 library / bare client, same server",
-            "value": same,
-            "target": f"<= {PING_PONG_SAME_SERVER_TARGET:g}",
-            "met": same is not None and same <= PING_PONG_SAME_SERVER_TARGET,
-        }
-    )
+    for name, key, limit in (
+        ("ping-pong p50 library / bare", "ratio_library_to_bare", PING_PONG_RATIO_TARGET),
+        ("ping-pong p50 library / bare client, same server", "ratio_library_to_cross", PING_PONG_SAME_SERVER_TARGET),
+    ):
+        p = pp.get(key)
+        targets.append({"name": name, "value": p, "target": f"<= {limit:g}", "met": p is not None and p <= limit})
     large = (report.get("large_connections") or {}).get("engine")
     if large is not None:
         kb = large.get("kb_per_connection")
