@@ -94,7 +94,9 @@ def test_a_server_like_the_public_platform_fails_idempotency_and_skips_what_it_l
         }
     # A second such server streams its agent runs as the platform does (configure_session cannot
     # ask it to; streaming for every user would slow suite 3's chat loads into its queue limit).
-    streaming = (*extra, "--agent-stream", "thinking_steps=2,tools=1,gap_ms=20")
+    # Runs as long as the suite's LONG_STREAM, so 'No Stream Stalls' has the gaps its p99 needs
+    # (30 runs of 17 gaps: 510, over the 368 a p99 needs; shorter runs gave 150: inconclusive).
+    streaming = (*extra, "--agent-stream", "thinking_steps=4,tools=3,chunks=6,gap_ms=20")
     with hand_started_mock(tmp_path / "mock-streaming.log", *streaming) as url:
         runs["4"] = run_suite(
             suite("4").file, output / "4", variable_files=["resources/variables/staging.py"],
