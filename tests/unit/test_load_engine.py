@@ -2,6 +2,9 @@
 
 No timing thresholds: each test asserts counts, or lower bounds that a noisy machine can only
 make larger (a server that holds every answer 1.2 s cannot be measured faster than that).
+The scenarios both transports must count alike (order, duplicates, gaps, injected drops and
+resends, refused connections, a server that stops reading) are in test_load_transports.py,
+which runs each on picows (the default) and on websockets.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import tracemalloc
 import pytest
 from apex_mock import faults as F
 from fakes import INSTANT, start_instant_mock
-from MessagingLibrary.engine.load import LoadEngine, LoadPlan, LoadResult, run_load
+from MessagingLibrary.engine.load import LoadEngine, LoadPlan, LoadResult
 from MessagingLibrary.engine.metrics import PENDING_KEYS
 from MessagingLibrary.engine.mock_process import start_mock
 from MessagingLibrary.engine.schedule import Phase
@@ -86,36 +89,6 @@ def test_a_slow_server_shows_in_the_latency_not_in_the_send_rate():
     assert result.generator.write_waits == 0  # a slow server still reads: no write waited on it
 
 
-def test_reordering_is_seen_in_arrival_order_and_named():
-    server = start_instant_mock(F.REORDER)
-    try:
-        result = run(plan(server.url, 500, 0.2))
-    finally:
-        server.stop()
-    assert result.reordered > 0
-    assert any("arrived after" in e for e in result.examples)
-    assert result.lost == 0
-
-
-def test_a_dropped_response_is_lost_after_the_drain_timeout():
-    server = start_instant_mock(F.DROP_RESPONSE)
-    try:
-        result = run(plan(server.url, 500, 0.2, drain_timeout_s=0.5))
-    finally:
-        server.stop()
-    assert result.lost == 100 // F.DROP_PERIOD
-    assert result.delivery_ratio < 1.0
-
-
-def test_injected_drops_reconnect_resend_and_every_message_is_processed_once(mock):
-    result = run(plan(mock.url, 400, 1.0, connections=2, message_type="user_message",
-                      drop_every=50, verify_processing=True))
-    assert result.injected_drops == 8  # 200 messages per connection, a drop after every 50th
-    assert result.reconnects == 8
-    assert result.delivered == 400
-    assert result.processing == {"not_processed": 0, "processed_more_than_once": 0, "examples": [], "unavailable": "", "unsupported": ""}
-
-
 def test_processing_twice_is_caught_by_the_agent_state():
     # 10 ms per message: the message sent just before each injected drop is still being
     # processed when it is resent, so without de-duplication it is processed twice.
@@ -128,14 +101,6 @@ def test_processing_twice_is_caught_by_the_agent_state():
     assert result.processing is not None
     assert result.processing["processed_more_than_once"] > 0
     assert "processed 2 times" in " ".join(result.processing["examples"])
-
-
-def test_refused_connections_are_counted_and_named(mock):
-    bad = plan(mock.url.replace("/ws", "/nowhere"), 100, 0.1, connections=2)
-    result = asyncio.run(run_load(bad))
-    assert result.opened == 0
-    assert result.lost == result.scheduled == 10
-    assert "HTTP 404" in result.connect_failures[0]
 
 
 def test_plan_refuses_bad_values_naming_them():
@@ -168,25 +133,3 @@ def test_a_run_twice_as_long_takes_no_more_client_memory(mock):
     # allowance covers the histograms' pending batches (at most PENDING_KEYS values each).
     allowance = 5 * PENDING_KEYS * 120 + 32 * 1024
     assert long <= short + allowance, f"peak traced memory: {short} B for 4,000 messages, {long} B for 12,000"
-
-
-def test_a_server_that_stops_reading_holds_the_writes_and_that_is_the_servers_fault_not_the_generators():
-    """TCP backpressure: the mock stops reading after 20 frames; 32 KB messages fill the socket
-    buffers, the client's writes wait, the connection counts as stalled after the stall timeout
-    and its later messages are not sent. The lateness that caused is excused: the generator kept
-    its schedule (late threshold 300 ms, so only the server's stall can make a send that late)."""
-    server = start_instant_mock(f"{F.STOP_READING}=20")
-    try:
-        result = run(
-            plan(server.url, 400, 2.0, message_type="user_message", message_size=32768, stall_timeout_s=0.5,
-                 late_threshold_s=0.3, drain_timeout_s=1.0)
-        )
-    finally:
-        server.stop()
-    health = result.generator
-    assert result.stalled_connections == 1
-    assert result.blocked_sends > 0 and health.blocked_sends == result.blocked_sends
-    assert health.write_waits >= 1
-    assert result.delivered <= 20 < result.scheduled
-    assert not health.fell_behind, health.describe()
-    assert any("stalled: the server did not read" in reason for reason in result.close_reasons)

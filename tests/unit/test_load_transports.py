@@ -1,10 +1,11 @@
 """The load engine on both its transports (``LoadPlan(transport=...)``): picows, the default, and
 websockets must give the same figures.
 
-The important load-engine scenarios of test_load_engine.py (which runs on the default), run on
-each transport against the real mock (a separate process), plus a scripted in-process server
-that sends what the mock never does (unparseable frames, a binary frame, fragmented messages, a
-close with a code and a reason), which both must count alike. Counts only, never times.
+The load engine's scenarios that depend on the transport (test_load_engine.py has the rest, on
+the default) run on each transport against the real mock (a separate process), plus a scripted
+in-process server that sends what the mock never does (unparseable frames, a binary frame,
+fragmented messages, a close with a code and a reason), which both must count alike. Counts
+only, never times.
 """
 
 from __future__ import annotations
@@ -121,6 +122,10 @@ def test_a_frame_over_the_servers_limit_closes_with_its_code_and_reason_on_both_
 
 
 def test_a_server_that_stops_reading_stalls_the_connection_and_that_is_the_servers_fault(transport):
+    """TCP backpressure: the mock stops reading after 20 frames; 32 KB messages fill the socket
+    buffers, the client's writes wait, the connection counts as stalled after the stall timeout
+    and its later messages are not sent. The lateness that caused is excused: the generator kept
+    its schedule (late threshold 300 ms, so only the server's stall can make a send that late)."""
     server = start_instant_mock(f"{F.STOP_READING}=20")
     try:
         result = run(
